@@ -1,0 +1,348 @@
+"""The configuration: one TOML file, overridden key by key from the environment.
+
+Input: a TOML path (`--config` / `RELAY_CONFIG`, optional) and `RELAY_<SECTION>__<KEY>`
+environment variables. Output: a validated, frozen `Config`. Errors are `ConfigError`s that
+name the key, the bad value and what was expected. A leaf: imports nothing from relay but
+`errors`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from relay.errors import ConfigError
+
+ENV_PREFIX = "RELAY_"
+SECRET_MARKERS = ("password", "secret")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(value: Any) -> float:
+    """'90s', '5m', '2h', '5d', '1w' or a number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '30s', '5m', '2h' or '5d'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return float(m.group(1)) * _UNIT_S[m.group(2)]
+    raise ValueError(f"expected a duration such as '30s', '5m', '2h' or '5d', got {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT such as '127.0.0.1:2525', got {value!r}")
+    return value
+
+
+HostPort = Annotated[str, BeforeValidator(lambda v: _check_hostport(str(v)))]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class SmtpConfig(_Section):
+    listen: list[HostPort] = ["127.0.0.1:2525"]
+    tls_listen: list[HostPort] = []
+    hostname: str = "localhost"
+    tls_cert: str = ""
+    tls_key: str = ""
+    auth_require_tls: bool = True
+    trusted_networks: list[str] = []
+    max_message_size: int = Field(26_214_400, gt=0)
+    max_recipients: int = Field(1000, gt=0)
+    max_line_length: int = Field(998, ge=78)
+    max_header_size: int = Field(262_144, gt=0)
+    max_connections: int = Field(1000, gt=0)
+    max_connections_per_ip: int = Field(100, gt=0)
+    idle_timeout: Duration = 300.0
+    command_timeout: Duration = 60.0
+    auth_failures_before_delay: int = Field(3, ge=1)
+    auth_failures_before_block: int = Field(10, ge=1)
+    auth_block_time: Duration = 900.0
+    campaign_header: str = "X-Campaign-ID"
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"expected CIDR networks such as '10.0.0.0/8', got {net!r}"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SmtpConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key must be set together")
+        if self.tls_listen and not self.tls_cert:
+            raise ValueError("tls_listen needs tls_cert and tls_key")
+        return self
+
+
+class HttpConfig(_Section):
+    listen: HostPort = "127.0.0.1:8025"
+    public_url: str = "http://127.0.0.1:8025"
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+            raise ValueError(
+                f"expected an http(s) URL such as 'https://t.example.com', got {value!r}"
+            )
+        return value.rstrip("/")
+
+
+class DatabaseConfig(_Section):
+    url: str = "sqlite+aiosqlite:///var/relay.db"
+    auto_migrate: bool = False
+    pool_size: int = Field(10, ge=1)
+    pool_recycle: Duration = 3600.0
+    busy_timeout: Duration = 30.0
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^(sqlite\+aiosqlite://.*|mysql\+aiomysql://\S+)$", value):
+            raise ValueError(
+                "expected 'sqlite+aiosqlite:///PATH' or 'mysql+aiomysql://USER:PASS@HOST/DB', "
+                f"got {_mask_url(value)!r}"
+            )
+        return value
+
+
+class AccountConfig(_Section):
+    name: str
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    username: str = ""
+    password: str = ""
+    password_file: str = ""
+    weight: int = Field(1, ge=1)
+    daily_limit: int = Field(0, ge=0)  # 0 = unlimited
+    per_minute: int = Field(0, ge=0)  # 0 = unlimited
+    warmup: list[int] = []  # day 1, day 2 … daily limits; the last value holds afterwards
+
+
+class DeliveryConfig(_Section):
+    mode: Literal["sink", "smarthost", "direct"] = "sink"
+    sink_dir: str = "var/sink"
+    max_age: Duration = 5 * 86400.0
+    strategy: Literal["round-robin", "random", "weighted"] = "round-robin"
+    helo_name: str = ""
+    workers: int = Field(50, ge=1)
+    batch_size: int = Field(200, ge=1)
+    lease_time: Duration = 300.0
+    retry_schedule: list[Duration] = [300.0, 600.0, 1200.0, 2400.0, 3600.0]
+    retry_jitter: float = Field(0.2, ge=0, le=1)
+    connect_timeout: Duration = 30.0
+    command_timeout: Duration = 120.0
+    messages_per_connection: int = Field(100, ge=1)
+    idle_connection_timeout: Duration = 60.0
+    accounts: list[AccountConfig] = []
+
+    @model_validator(mode="after")
+    def _accounts(self) -> DeliveryConfig:
+        if self.mode == "smarthost" and not self.accounts:
+            raise ValueError("mode 'smarthost' needs at least one [[delivery.accounts]] entry")
+        names = [a.name for a in self.accounts]
+        if len(names) != len(set(names)):
+            raise ValueError(f"account names must be unique, got {names}")
+        return self
+
+
+class TrackingConfig(_Section):
+    opens: bool = True
+    clicks: bool = True
+    secret: str = ""  # generated into the data directory when empty
+    secret_file: str = ""
+    exclude_domains: list[str] = []
+    rewrite_text_links: bool = False
+
+
+class BounceConfig(_Section):
+    domain: str = ""
+    local_prefix: str = "bounces"
+    verp: bool = True
+
+
+class DkimKeyConfig(_Section):
+    domain: str
+    selector: str
+    key_file: str
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+
+
+class DkimConfig(_Section):
+    keys: list[DkimKeyConfig] = []
+
+
+class RetentionConfig(_Section):
+    messages_days: int = Field(30, ge=1)
+    events_days: int = Field(365, ge=1)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console", "keyvalue"] = "auto"
+
+
+class Config(_Section):
+    data_dir: str = "var"
+    smtp: SmtpConfig = SmtpConfig()
+    http: HttpConfig = HttpConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    bounce: BounceConfig = BounceConfig()
+    dkim: DkimConfig = DkimConfig()
+    retention: RetentionConfig = RetentionConfig()
+    log: LogConfig = LogConfig()
+
+
+def load(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Read the TOML file (if any), apply environment overrides, validate."""
+    env = os.environ if env is None else env
+    if path is None and env.get("RELAY_CONFIG"):
+        path = env["RELAY_CONFIG"]
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file {str(path)!r} does not exist") from None
+        except OSError as e:
+            raise ConfigError("--config", f"cannot read {str(path)!r}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError("--config", f"{str(path)!r} is not valid TOML: {e}") from None
+    _apply_env(data, env)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise _config_error(e, data) from None
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    """RELAY_SMTP__MAX_RECIPIENTS=50 sets data['smtp']['max_recipients'] = 50."""
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    ".".join(path), f"cannot override inside a {type(child).__name__}"
+                )
+            node = child
+        node[path[-1]] = _parse_env_value(raw)
+
+
+def _parse_env_value(raw: str) -> Any:
+    """Read an env value as a TOML/JSON literal when it is one (lists, numbers, booleans)."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _config_error(e: ValidationError, data: Mapping[str, Any]) -> ConfigError:
+    err = e.errors(include_url=False)[0]
+    key = _dotted(err["loc"])
+    if err["type"] == "extra_forbidden":
+        return ConfigError(
+            key, "unknown key (check the spelling against config/relay.example.toml)"
+        )
+    if err["type"] == "missing":
+        return ConfigError(key, "is required")
+    message = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    if isinstance(value, dict):  # model-level validators get the whole section
+        return ConfigError(key or "config", message)
+    shown = "****" if is_secret_key(key) else repr(value)
+    return ConfigError(key, f"{message} (got {shown})" if "got" not in message else message)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def is_secret_key(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return any(marker in last for marker in SECRET_MARKERS) and not last.endswith("_file")
+
+
+def _mask_url(url: str) -> str:
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1****@", url)
+
+
+def masked(config: Config) -> dict[str, Any]:
+    """The effective config as plain data, with every secret replaced by '****'."""
+
+    def walk(node: Any, key: str) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, f"{key}.{k}" if key else k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, key) for v in node]
+        if isinstance(node, str) and node and is_secret_key(key):
+            return "****"
+        if key == "database.url" and isinstance(node, str):
+            return _mask_url(node)
+        return node
+
+    result: dict[str, Any] = walk(config.model_dump(mode="json"), "")
+    return result
+
+
+def read_secret(value: str, file: str, key: str) -> str:
+    """A secret given inline or in a file (the file wins; trailing newline stripped)."""
+    if file:
+        try:
+            return Path(file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"{key}_file", f"cannot read {file!r}: {e.strerror}") from None
+    return value

@@ -1,0 +1,87 @@
+"""Runs relay: config → database (schema current) → roles, in one TaskGroup.
+
+Each role is a coroutine `run(config, db, stopping)` that serves until the `stopping` event
+is set, then drains and returns. SIGTERM/SIGINT set it; a second signal cancels at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+from relay import log
+from relay.config import Config
+from relay.errors import RelayError
+from relay.store.db import Database, check_schema, upgrade
+
+Role = Callable[[Config, Database, asyncio.Event], Awaitable[None]]
+
+# role name → "module:function"; a role whose module does not exist yet is refused.
+ROLE_ENTRY_POINTS = {
+    "smtp": "relay.ingress.server:run",
+    "web": "relay.web.app:run",
+    "delivery": "relay.scheduler:run",
+}
+
+
+def resolve_role(name: str) -> Role:
+    module_name, _, func = ROLE_ENTRY_POINTS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        raise RelayError(f"role {name!r} is not available in this version yet") from None
+    role: Role = getattr(module, func)
+    return role
+
+
+async def prepare_database(config: Config) -> Database:
+    db = Database.from_config(config.database)
+    try:
+        if config.database.auto_migrate:
+            await upgrade(db.engine)
+        await check_schema(db.engine)
+    except BaseException:
+        await db.dispose()
+        raise
+    return db
+
+
+async def run(config: Config, roles: Sequence[str]) -> int:
+    log.setup(config.log.level, config.log.format)
+    logger = log.get("relay.service")
+    db = await prepare_database(config)
+    try:
+        entry_points = {name: resolve_role(name) for name in roles}
+    except BaseException:
+        await db.dispose()
+        raise
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def on_signal(signum: int) -> None:
+        if stopping.is_set():
+            logger.warning("service.forced_stop", signal=signal.Signals(signum).name)
+            if main_task is not None:
+                main_task.cancel()
+            return
+        logger.info("service.stopping", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        logger.info("service.starting", roles=list(roles))
+        async with asyncio.TaskGroup() as group:
+            for name, role in entry_points.items():
+                group.create_task(role(config, db, stopping), name=f"role:{name}")
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await db.dispose()
+    logger.info("service.stopped")
+    return 0
