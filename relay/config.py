@@ -190,6 +190,7 @@ class TrackingConfig(_Section):
     clicks: bool = True
     secret: str = ""  # generated into the data directory when empty
     secret_file: str = ""
+    previous_secrets: list[str] = []  # still accepted, so old mail keeps working after rotation
     exclude_domains: list[str] = []
     rewrite_text_links: bool = False
 
@@ -234,6 +235,9 @@ class Config(_Section):
     log: LogConfig = LogConfig()
 
 
+TOP_LEVEL_SCALARS = frozenset({"data_dir"})
+
+
 def load(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Config:
@@ -261,9 +265,11 @@ def load(
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
     """RELAY_SMTP__MAX_RECIPIENTS=50 sets data['smtp']['max_recipients'] = 50."""
     for name, raw in env.items():
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
+        if not name.startswith(ENV_PREFIX):
             continue
         path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if len(path) == 1 and path[0] not in TOP_LEVEL_SCALARS:
+            continue  # RELAY_CONFIG and other variables that are not config keys
         node = data
         for part in path[:-1]:
             child = node.setdefault(part, {})

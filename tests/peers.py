@@ -1,0 +1,148 @@
+"""Real SMTP peers on loopback for tests: a recording server with scripted replies.
+
+    async with RecordingServer() as mx:          # listens on 127.0.0.1, a free port
+        mx.script_rcpt("bad@example.com", "550 5.1.1 No such user")
+        ... deliver to ("127.0.0.1", mx.port) ...
+        assert mx.messages[0].rcpt_tos == ["a@example.com"]
+
+Replies can be scripted per recipient (RCPT), for DATA (a queue of replies, one per
+message), and the server can drop the connection or stall. It counts connections so tests
+can prove connection reuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections import deque
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    peer: str
+    mail_options: list[str] = field(default_factory=list)
+
+
+class _Handler:
+    def __init__(self, server: RecordingServer) -> None:
+        self.server = server
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        reply = self.server.rcpt_replies.get(address.lower())
+        if reply is not None:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.server.data_delay_s:
+            await asyncio.sleep(self.server.data_delay_s)
+        if self.server.data_replies:
+            reply = self.server.data_replies.popleft()
+            if reply == "DROP":
+                assert session.transport is not None
+                session.transport.close()
+                return "421 4.4.2 dropped"
+            if not reply.startswith("2"):
+                return reply
+        content = envelope.original_content or envelope.content or b""
+        assert isinstance(content, bytes)
+        self.server.messages.append(
+            Received(
+                mail_from=envelope.mail_from or "",
+                rcpt_tos=list(envelope.rcpt_tos),
+                data=content,
+                peer=str(session.peer),
+                mail_options=list(envelope.mail_options),
+            )
+        )
+        self.server.arrived.set()
+        return "250 2.0.0 OK queued"
+
+
+class _CountingSMTP(SMTP):
+    def __init__(self, *args: Any, recorder: RecordingServer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._recorder = recorder
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._recorder.connections += 1
+        super().connection_made(transport)
+
+
+class _Controller(Controller):
+    def __init__(self, recorder: RecordingServer, **kwargs: Any) -> None:
+        self._recorder = recorder
+        super().__init__(_Handler(recorder), **kwargs)
+
+    def factory(self) -> SMTP:
+        return _CountingSMTP(self.handler, recorder=self._recorder, **self.SMTP_kwargs)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (aiosmtpd's Controller cannot bind port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class RecordingServer:
+    """An aiosmtpd server in its own thread that records every message it accepts."""
+
+    def __init__(self, hostname: str = "127.0.0.1", **smtp_kwargs: Any) -> None:
+        self.messages: list[Received] = []
+        self.rcpt_replies: dict[str, str] = {}
+        self.data_replies: deque[str] = deque()
+        self.data_delay_s = 0.0
+        self.connections = 0
+        self.arrived = asyncio.Event()
+        smtp_kwargs.setdefault("enable_SMTPUTF8", True)
+        self._controller = _Controller(self, hostname=hostname, port=0, server_kwargs=smtp_kwargs)
+
+    @property
+    def port(self) -> int:
+        return int(self._controller.port)
+
+    def script_rcpt(self, address: str, reply: str) -> None:
+        self.rcpt_replies[address.lower()] = reply
+
+    def script_data(self, *replies: str) -> None:
+        """Replies for the next DATA commands, in order ('DROP' closes the connection)."""
+        self.data_replies.extend(replies)
+
+    def start(self) -> RecordingServer:
+        self._controller.port = free_port()
+        self._controller.start()
+        self.connections = 0  # the controller's own start-up probe is not a client
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    async def __aenter__(self) -> RecordingServer:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
