@@ -16,7 +16,6 @@ PENDING = {
     "history": "per-recipient history",
     "status": "the status overview",
     "bench": "the benchmark harness",
-    "bounces": "bounce classification tools",
     "accounts": "smarthost account tools",
     "prune": "retention pruning",
 }
