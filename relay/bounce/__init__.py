@@ -27,6 +27,10 @@ AUTOREPLY_SUBJECT = re.compile(
     r"vacation|away from|r[ée]ponse automatique)", re.IGNORECASE)
 MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
 DIAG_WINDOW = 600
+CUT_RE = re.compile(
+    r"^[-=* ]*(original message|this is a copy|below this line|message headers follow|"
+    r"returned message|undelivered message|the original message|headers of the original)|"
+    r"^content-type: message/rfc822|^(received|return-path): ", re.IGNORECASE | re.MULTILINE)
 
 
 def parse(raw: bytes) -> Report:
@@ -78,6 +82,8 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
         temporary, permanent = set(), set()
     found = [(_addr(a), "failed") for a in permanent] + [(_addr(a), "delayed") for a in temporary]
     found = [(a, act) for a, act in found if a]
+    if not found and _looks_like_bounce(msg):
+        found = [(a, "failed") for a in _plain_recipients(msg)]
     if not found:
         return Report(ReportType.UNKNOWN, (), original_id, verp_rcpt=verp)
     results = []
@@ -86,6 +92,44 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
         c = classify("", text, None, action)
         results.append(RecipientResult(recipient, action, c.status, text[:500], c.kind, c.reason))
     return Report(ReportType.NONSTANDARD, tuple(results), original_id, verp_rcpt=verp)
+
+
+BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|mail delivery|mail ?administrator",
+                           re.IGNORECASE)
+BOUNCE_SUBJECT = re.compile(
+    r"fail|undeliver|undelivered|returned|delivery status|not delivered|rejected|"
+    r"non[- ]?remis|unzustellbar|could not be delivered|delivery problem|error", re.IGNORECASE)
+ADDRESS_RE = re.compile(r"<?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)>?")
+NOT_RECIPIENT_BEFORE = re.compile(r"(mail from:?|from:|envelope-from|sender:?|return-path:?)\s*$",
+                                  re.IGNORECASE)
+
+
+def _looks_like_bounce(msg: Message) -> bool:
+    return bool(BOUNCE_SENDER.search(str(msg.get("from", "")))
+                or BOUNCE_SUBJECT.search(str(msg.get("subject", ""))))
+
+
+def _plain_recipients(msg: Message) -> list[str]:
+    """Addresses named in the human-readable part that are not the bounce's own parties."""
+    body = _cut_original(_body_text(msg))
+    own = {a.lower() for _, a in getaddresses(msg.get_all("to", []) + msg.get_all("from", []))}
+    out: list[str] = []
+    for m in ADDRESS_RE.finditer(body):
+        addr = m.group(1).rstrip(".")
+        low = addr.lower()
+        if low in own or low in (a.lower() for a in out):
+            continue
+        if low.split("@")[0] in ("postmaster", "mailer-daemon"):
+            continue
+        if NOT_RECIPIENT_BEFORE.search(body[max(0, m.start() - 20): m.start()]):
+            continue
+        out.append(addr)
+    return out[:20]
+
+
+def _cut_original(body: str) -> str:
+    cut = CUT_RE.search(body)
+    return body[: cut.start()] if cut else body
 
 
 def _addr(value: bytes | str) -> str:
@@ -110,11 +154,7 @@ def _body_text(msg: Message) -> str:
 
 
 def _body_near(msg: Message, recipient: str) -> str:
-    body = _body_text(msg)
-    cut = re.search(r"^-+ ?(original message|this is a copy|below this line)|"
-                    r"^content-type: message/rfc822", body, re.IGNORECASE | re.MULTILINE)
-    if cut:
-        body = body[: cut.start()]
+    body = _cut_original(_body_text(msg))
     if recipient:
         i = body.lower().find(recipient.lower())
         if i >= 0:
