@@ -48,9 +48,10 @@ def parse(raw: bytes) -> Report:
         results = tuple(r for r in results if r.recipient)
         if results:
             return Report(ReportType.DSN, results, original_id, verp_rcpt=verp)
-    if _is_autoreply(msg):
+    report = _nonstandard(msg, original_id, verp)
+    if report.type == ReportType.UNKNOWN and _is_autoreply(msg):
         return Report(ReportType.AUTOREPLY, (), original_id, verp_rcpt=verp)
-    return _nonstandard(msg, original_id, verp)
+    return report
 
 
 def _with(report: Report, verp: str) -> Report:
@@ -83,7 +84,7 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
     found = [(_addr(a), "failed") for a in permanent] + [(_addr(a), "delayed") for a in temporary]
     found = [(a, act) for a, act in found if a]
     if not found and _looks_like_bounce(msg):
-        found = [(a, "failed") for a in _plain_recipients(msg)]
+        found = [(a, "failed") for a in _plain_recipients(msg) or _original_recipients(msg)]
     if not found:
         return Report(ReportType.UNKNOWN, (), original_id, verp_rcpt=verp)
     results = []
@@ -125,6 +126,23 @@ def _plain_recipients(msg: Message) -> list[str]:
             continue
         out.append(addr)
     return out[:20]
+
+
+def _original_recipients(msg: Message) -> list[str]:
+    """The To of the returned original: the last resort for a bounce naming nobody."""
+    for part in msg.walk():
+        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+            payload = part.get_payload()
+            inner = payload[0] if isinstance(payload, list) and payload else None
+            if isinstance(inner, Message):
+                return [a for _, a in getaddresses(inner.get_all("to", [])) if "@" in a]
+    text = _body_text(msg)
+    cut = CUT_RE.search(text)
+    if cut:
+        m = re.search(r"^to:\s*(.+)$", text[cut.start():], re.IGNORECASE | re.MULTILINE)
+        if m:
+            return [a for _, a in getaddresses([m.group(1)]) if "@" in a]
+    return []
 
 
 def _cut_original(body: str) -> str:

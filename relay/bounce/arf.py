@@ -6,6 +6,7 @@ message is not a feedback report.
 
 from __future__ import annotations
 
+import re
 from email.message import Message
 from email.utils import getaddresses
 
@@ -13,9 +14,12 @@ from relay.bounce.report import RecipientResult, Report, ReportType
 from relay.model import BounceKind
 
 
+COMPLAINT_SUBJECT = re.compile(r"complaint|abuse report|spam report", re.IGNORECASE)
+
+
 def parse_arf(msg: Message) -> Report | None:
     if msg.get_content_type() != "multipart/report":
-        return None
+        return _nonstandard_complaint(msg)
     if (msg.get_param("report-type") or "").lower() != "feedback-report":
         if not any(p.get_content_type() == "message/feedback-report" for p in msg.walk()):
             return None
@@ -67,3 +71,25 @@ def _inner(part: Message) -> Message | None:
     raw = part.get_payload(decode=True)
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
     return message_from_string(text)
+
+
+def _nonstandard_complaint(msg: Message) -> Report | None:
+    """Pre-ARF feedback loops (e.g. Hotmail JMRP): a complaint subject plus the original."""
+    if not msg.is_multipart() or not COMPLAINT_SUBJECT.search(str(msg.get("subject", ""))):
+        return None
+    for part in msg.walk():
+        if part.get_content_type() == "message/rfc822":
+            original = _inner(part)
+            if original is None:
+                return None
+            header = original.get("x-hmxmroriginalrecipient") or ", ".join(
+                original.get_all("to", []))
+            recipients = [a for _, a in getaddresses([str(header)]) if "@" in a]
+            results = tuple(
+                RecipientResult(r, "", "", "", BounceKind.COMPLAINT, "feedback")
+                for r in recipients
+            )
+            return Report(ReportType.ARF, results,
+                          original_message_id=str(original.get("message-id", "")).strip(),
+                          feedback_type="abuse")
+    return None
