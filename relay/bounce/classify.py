@@ -55,7 +55,10 @@ def classify(status: str = "", text: str = "", code: int | None = None,
              action: str = "") -> Classification:
     """Classify a failure from whatever is known: enhanced status, text, basic code, action."""
     text = " ".join((text or "").split())
-    status = status or find_status(text)
+    in_text = find_status(text)
+    # A generic X.0.0 Status field loses to a specific code quoted in the diagnostic.
+    if not status or (status.endswith(".0.0") and in_text and in_text[0] == status[0]):
+        status = in_text or status
     if status.startswith("2") or action in ("delivered", "relayed", "expanded"):
         return Classification(BounceKind.NOT_BOUNCE, "delivered", status)
     sub = status.split(".", 1)[1] if status else ""

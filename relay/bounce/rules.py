@@ -13,6 +13,9 @@ from __future__ import annotations
 TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("vacation", (r"out of (the )?office", r"auto(matic)?[ -]?reply", r"on vacation",
                   r"away from (the|my) office")),
+    # Google Groups: the group does not exist or the sender may not post to it.
+    ("rejected", (r"groups\.google\.com", r"permission to post")),
+    ("filtered", (r"recipient preferences", r"domain filter", r"content filter")),
     ("virusdetected", (r"\bvirus", r"malware", r"infected")),
     ("mesgtoobig", (r"message (size )?(is )?too (large|big)", r"size (limit )?exceed",
                     r"exceeds? (the )?(maximum|max\.?|message) (allowed )?size",
