@@ -56,8 +56,9 @@ def classify(status: str = "", text: str = "", code: int | None = None,
     """Classify a failure from whatever is known: enhanced status, text, basic code, action."""
     text = " ".join((text or "").split())
     in_text = find_status(text)
-    # A generic X.0.0 Status field loses to a specific code quoted in the diagnostic.
-    if not status or (status.endswith(".0.0") and in_text and in_text[0] == status[0]):
+    # The remote server's own code, quoted in the diagnostic, beats the reporting MTA's
+    # mapping of it into the Status field (when both agree on the class).
+    if not status or (in_text and in_text[0] == status[0]):
         status = in_text or status
     if status.startswith("2") or action in ("delivered", "relayed", "expanded"):
         return Classification(BounceKind.NOT_BOUNCE, "delivered", status)

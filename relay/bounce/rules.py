@@ -15,6 +15,8 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
                   r"away from (the|my) office")),
     # Google Groups: the group does not exist or the sender may not post to it.
     ("rejected", (r"groups\.google\.com", r"permission to post")),
+    ("blocked", (r"refused to talk to me", r"client host( \S+)? rejected")),
+    ("notaccept", (r"indicated no smtp service", r"null mx")),
     ("filtered", (r"recipient preferences", r"domain filter", r"content filter")),
     ("virusdetected", (r"\bvirus", r"malware", r"infected")),
     ("mesgtoobig", (r"message (size )?(is )?too (large|big)", r"size (limit )?exceed",
@@ -32,7 +34,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
                      r"out of (disk )?space", r"is full")),
     ("suspend", (r"(account|mailbox|user|address)( has been| is)? (disabled|suspended|"
                  r"inactive|deactivated|locked|frozen|expired)",
-                 r"suspended", r"temporarily (disabled|unavailable)", r"not active",
+                 r"suspended", r"temporarily (disabled|unavailable)", r"temporar(il)?y locked", r"not active",
                  r"inactive (user|account|mailbox)", r"account (is )?closed")),
     ("requireptr", (r"reverse (dns|lookup|hostname)", r"\bptr\b", r"\brdns\b",
                     r"no (dns )?reverse", r"cannot find your hostname",
@@ -160,7 +162,7 @@ STATUS_RULES: dict[str, str] = {
 }
 
 # Codes whose meaning is so specific that it beats the text rules.
-DECISIVE_STATUS = frozenset({"1.1", "1.2", "1.6", "1.10", "2.2", "3.4", "7.23", "7.25", "7.26"})
+DECISIVE_STATUS = frozenset({"1.2", "1.6", "3.4", "7.23", "7.25", "7.26"})
 
 # The address itself is bad: suppress it (only when the failure is permanent).
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept"})
