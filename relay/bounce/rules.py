@@ -15,7 +15,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
                   r"away from (the|my) office")),
     # Google Groups: the group does not exist or the sender may not post to it.
     ("rejected", (r"groups\.google\.com", r"permission to post")),
-    ("blocked", (r"refused to talk to me", r"client host( \S+)? rejected")),
+    ("blocked", (r"refused to talk to me",)),
     ("notaccept", (r"indicated no smtp service", r"null mx")),
     ("filtered", (r"recipient preferences", r"domain filter", r"content filter")),
     ("virusdetected", (r"\bvirus", r"malware", r"infected")),
@@ -58,7 +58,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("badreputation", (r"reputation",)),
     ("blocked", (r"block(ed|ing| ?list)", r"blacklist", r"black list", r"\bdnsbl", r"\brbl\b",
                  r"spamhaus", r"spamcop", r"barracuda", r"listed (at|in|on|by)",
-                 r"client host .* rejected", r"access denied", r"connection refused by",
+                 r"client host( \S+)? rejected", r"access denied", r"connection refused by",
                  r"your (ip|host|server|network)", r"ip address .*(rejected|not allowed)",
                  r"not allowed to send", r"banned", r"poor reputation")),
     ("policyviolation", (r"polic(y|ies)", r"prohibited", r"violat")),
@@ -68,7 +68,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("rejected", (r"sender (address )?(rejected|denied|refused|unknown|verify failed)",
                   r"domain of sender", r"sender domain", r"mail from", r"envelope from",
                   r"return[- ]path", r"sender is not", r"invalid sender",
-                  r"sender (address )?does not exist", r"unverified sender", r"rejected")),
+                  r"sender (address )?does not exist", r"unverified sender")),
     ("notaccept", (r"does not accept (any )?(e-?)?mail", r"null mx", r"no mx",
                    r"not accepting (any )?mail", r"accepts no mail")),
     ("hostunknown", (r"host (or domain )?(name )?(not found|unknown)", r"unknown host",
@@ -106,6 +106,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
                      r"temporary (server |system )?(error|failure)", r"server (is )?busy",
                      r"configuration error")),
     ("syntaxerror", (r"syntax error", r"command unrecognized", r"bad sequence")),
+    ("rejected", (r"rejected", r"refused", r"denied")),
 )
 
 # RFC 3463 status -> reason when the text matches no rule. Exact codes first, then the
