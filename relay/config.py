@@ -199,6 +199,21 @@ class BounceConfig(_Section):
     domain: str = ""
     local_prefix: str = "bounces"
     verp: bool = True
+    # Soft bounces for one address: this many within the window suppress it (0 = never).
+    soft_bounce_limit: int = Field(default=5, ge=0)
+    soft_bounce_window: Duration = 7 * 86400.0
+    # Suppression lifetime per reason; 0 = forever.
+    hard_bounce_ttl: Duration = 90 * 86400.0
+    soft_bounce_ttl: Duration = 14 * 86400.0
+    complaint_ttl: Duration = 0.0
+    unsubscribe_ttl: Duration = 0.0
+    manual_ttl: Duration = 0.0
+    # How often a process re-reads the suppression change counter to refresh its cache.
+    suppression_refresh: Duration = 10.0
+
+    def ttl_s(self, reason: str) -> float:
+        """The lifetime of a suppression for this reason, in seconds; 0 = forever."""
+        return float(getattr(self, f"{reason}_ttl", 0.0))
 
 
 class DkimKeyConfig(_Section):

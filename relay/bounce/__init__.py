@@ -24,13 +24,17 @@ __all__ = ["Report", "RecipientResult", "ReportType", "classify", "classify_repl
 
 AUTOREPLY_SUBJECT = re.compile(
     r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|abwesenheit|"
-    r"vacation|away from|r[ée]ponse automatique)", re.IGNORECASE)
+    r"vacation|away from|r[ée]ponse automatique)",
+    re.IGNORECASE,
+)
 MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
 DIAG_WINDOW = 600
 CUT_RE = re.compile(
     r"^[-=* ]*(original message|this is a copy|below this line|message headers follow|"
     r"returned message|undelivered message|the original message|headers of the original)|"
-    r"^content-type: message/rfc822|^(received|return-path): ", re.IGNORECASE | re.MULTILINE)
+    r"^content-type: message/rfc822|^(received|return-path): ",
+    re.IGNORECASE | re.MULTILINE,
+)
 
 
 def parse(raw: bytes) -> Report:
@@ -55,13 +59,15 @@ def parse(raw: bytes) -> Report:
 
 
 def _with(report: Report, verp: str) -> Report:
-    return Report(report.type, report.results, report.original_message_id,
-                  report.feedback_type, verp)
+    return Report(
+        report.type, report.results, report.original_message_id, report.feedback_type, verp
+    )
 
 
 def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
     recipient = address_of(block.get("final-recipient", "")) or address_of(
-        block.get("original-recipient", ""))
+        block.get("original-recipient", "")
+    )
     action = block.get("action", "").strip().lower().split()[0:1]
     act = action[0] if action else ""
     diagnostic = diagnostic_of(block.get("diagnostic-code", ""))
@@ -72,8 +78,15 @@ def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
     c = classify(status, text or "", None, act)
     if not status and c.status:
         status = c.status
-    return RecipientResult(recipient, act, status, diagnostic, c.kind, c.reason,
-                           address_of(block.get("original-recipient", "")))
+    return RecipientResult(
+        recipient,
+        act,
+        status,
+        diagnostic,
+        c.kind,
+        c.reason,
+        address_of(block.get("original-recipient", "")),
+    )
 
 
 def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
@@ -95,19 +108,25 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
     return Report(ReportType.NONSTANDARD, tuple(results), original_id, verp_rcpt=verp)
 
 
-BOUNCE_SENDER = re.compile(r"mailer-daemon|postmaster|mail delivery|mail ?administrator",
-                           re.IGNORECASE)
+BOUNCE_SENDER = re.compile(
+    r"mailer-daemon|postmaster|mail delivery|mail ?administrator", re.IGNORECASE
+)
 BOUNCE_SUBJECT = re.compile(
     r"fail|undeliver|undelivered|returned|delivery status|not delivered|rejected|"
-    r"non[- ]?remis|unzustellbar|could not be delivered|delivery problem|error", re.IGNORECASE)
+    r"non[- ]?remis|unzustellbar|could not be delivered|delivery problem|error",
+    re.IGNORECASE,
+)
 ADDRESS_RE = re.compile(r"<?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)>?")
-NOT_RECIPIENT_BEFORE = re.compile(r"(mail from:?|from:|envelope-from|sender:?|return-path:?)\s*$",
-                                  re.IGNORECASE)
+NOT_RECIPIENT_BEFORE = re.compile(
+    r"(mail from:?|from:|envelope-from|sender:?|return-path:?)\s*$", re.IGNORECASE
+)
 
 
 def _looks_like_bounce(msg: Message) -> bool:
-    return bool(BOUNCE_SENDER.search(str(msg.get("from", "")))
-                or BOUNCE_SUBJECT.search(str(msg.get("subject", ""))))
+    return bool(
+        BOUNCE_SENDER.search(str(msg.get("from", "")))
+        or BOUNCE_SUBJECT.search(str(msg.get("subject", "")))
+    )
 
 
 def _plain_recipients(msg: Message) -> list[str]:
@@ -122,7 +141,7 @@ def _plain_recipients(msg: Message) -> list[str]:
             continue
         if low.split("@")[0] in ("postmaster", "mailer-daemon"):
             continue
-        if NOT_RECIPIENT_BEFORE.search(body[max(0, m.start() - 20): m.start()]):
+        if NOT_RECIPIENT_BEFORE.search(body[max(0, m.start() - 20) : m.start()]):
             continue
         out.append(addr)
     return out[:20]
@@ -139,7 +158,7 @@ def _original_recipients(msg: Message) -> list[str]:
     text = _body_text(msg)
     cut = CUT_RE.search(text)
     if cut:
-        m = re.search(r"^to:\s*(.+)$", text[cut.start():], re.IGNORECASE | re.MULTILINE)
+        m = re.search(r"^to:\s*(.+)$", text[cut.start() :], re.IGNORECASE | re.MULTILINE)
         if m:
             return [a for _, a in getaddresses([m.group(1)]) if "@" in a]
     return []
@@ -176,8 +195,8 @@ def _body_near(msg: Message, recipient: str) -> str:
     if recipient:
         i = body.lower().find(recipient.lower())
         if i >= 0:
-            return " ".join(body[i: i + DIAG_WINDOW].split())
-    return " ".join(body[:DIAG_WINDOW * 2].split())
+            return " ".join(body[i : i + DIAG_WINDOW].split())
+    return " ".join(body[: DIAG_WINDOW * 2].split())
 
 
 def _is_autoreply(msg: Message) -> bool:

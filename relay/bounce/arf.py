@@ -13,7 +13,6 @@ from email.utils import getaddresses
 from relay.bounce.report import RecipientResult, Report, ReportType
 from relay.model import BounceKind
 
-
 COMPLAINT_SUBJECT = re.compile(r"complaint|abuse report|spam report", re.IGNORECASE)
 
 
@@ -83,13 +82,16 @@ def _nonstandard_complaint(msg: Message) -> Report | None:
             if original is None:
                 return None
             header = original.get("x-hmxmroriginalrecipient") or ", ".join(
-                original.get_all("to", []))
+                original.get_all("to", [])
+            )
             recipients = [a for _, a in getaddresses([str(header)]) if "@" in a]
             results = tuple(
-                RecipientResult(r, "", "", "", BounceKind.COMPLAINT, "feedback")
-                for r in recipients
+                RecipientResult(r, "", "", "", BounceKind.COMPLAINT, "feedback") for r in recipients
             )
-            return Report(ReportType.ARF, results,
-                          original_message_id=str(original.get("message-id", "")).strip(),
-                          feedback_type="abuse")
+            return Report(
+                ReportType.ARF,
+                results,
+                original_message_id=str(original.get("message-id", "")).strip(),
+                feedback_type="abuse",
+            )
     return None

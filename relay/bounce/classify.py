@@ -51,8 +51,9 @@ def reason_from_status(status: str) -> str:
     return rules.STATUS_RULES.get(sub, "")
 
 
-def classify(status: str = "", text: str = "", code: int | None = None,
-             action: str = "") -> Classification:
+def classify(
+    status: str = "", text: str = "", code: int | None = None, action: str = ""
+) -> Classification:
     """Classify a failure from whatever is known: enhanced status, text, basic code, action."""
     text = " ".join((text or "").split())
     in_text = find_status(text)

@@ -35,7 +35,8 @@ def _part_text(part: Message) -> str:
     payload = part.get_payload()
     if isinstance(payload, list):  # the email package parsed the field blocks as messages
         return "\n\n".join(
-            "\n".join(f"{k}: {v}" for k, v in sub.items()) for sub in payload
+            "\n".join(f"{k}: {v}" for k, v in sub.items())
+            for sub in payload
             if isinstance(sub, Message)
         )
     raw = part.get_payload(decode=True)

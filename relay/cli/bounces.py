@@ -20,8 +20,12 @@ from relay.cli._output import dumps
 
 def register(sub: Any) -> None:
     inner = group(sub, "bounces", "bounce classification tools")
-    command(inner, "classify", classify_paths,
-            "classify bounce messages: .eml paths on stdin, one JSON line out per path")
+    command(
+        inner,
+        "classify",
+        classify_paths,
+        "classify bounce messages: .eml paths on stdin, one JSON line out per path",
+    )
 
 
 def summarize(path: str, report: Report) -> dict[str, Any]:
@@ -36,9 +40,15 @@ def summarize(path: str, report: Report) -> dict[str, Any]:
         "status": (first.status or None) if first else None,
         "action": (first.action or None) if first else None,
         "kind": str(kind),
-        "reason": (first.reason or None) if first else
-        ("vacation" if report.type == "autoreply" else "feedback" if report.type == "arf"
-         else None),
+        "reason": (first.reason or None)
+        if first
+        else (
+            "vacation"
+            if report.type == "autoreply"
+            else "feedback"
+            if report.type == "arf"
+            else None
+        ),
         "message_id": report.original_message_id or None,
     }
 

@@ -20,9 +20,21 @@ FLOORS = {"recipients": 95.0, "kind": 85.0, "status": 92.5, "reason": 60.0}
 def test_corpus_scores_hold_their_floors() -> None:
     relay = Path(sys.executable).parent / "relay"
     proc = subprocess.run(
-        [sys.executable, str(CORPUS / "evaluate.py"), str(CORPUS), "--split", "all", "--",
-         str(relay), "bounces", "classify"],
-        capture_output=True, text=True, timeout=240, check=True,
+        [
+            sys.executable,
+            str(CORPUS / "evaluate.py"),
+            str(CORPUS),
+            "--split",
+            "all",
+            "--",
+            str(relay),
+            "bounces",
+            "classify",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=True,
     )
     summary = proc.stdout.strip().splitlines()[-1]
     scores = {

@@ -17,28 +17,67 @@ EML = SHARED / "bounces" / "eml"
 
 SAMPLES = [
     # file, type, recipient, status, kind, reason
-    ("lhost-postfix-31.eml", ReportType.DSN, "kijitora@gmail.com", "5.1.1", "hard",
-     "userunknown"),
-    ("lhost-postfix-16.eml", ReportType.DSN, "kijitora@example.go.jp", "5.1.6", "hard",
-     "hasmoved"),
-    ("lhost-postfix-09.eml", ReportType.DSN, "kijitora@example.ne.jp", "4.3.2", "soft",
-     "toomanyconn"),
-    ("lhost-exim-05.eml", ReportType.NONSTANDARD, "kijitora@neko.example.co.jp", "5.1.1",
-     "hard", "userunknown"),
-    ("lhost-sendmail-03.eml", ReportType.DSN, "bounce0@example.org", "5.1.1", "hard",
-     "userunknown"),
-    ("lhost-sendmail-35.eml", ReportType.DSN, "kijitora@example.org", "5.7.13", "soft",
-     "suspend"),
+    ("lhost-postfix-31.eml", ReportType.DSN, "kijitora@gmail.com", "5.1.1", "hard", "userunknown"),
+    ("lhost-postfix-16.eml", ReportType.DSN, "kijitora@example.go.jp", "5.1.6", "hard", "hasmoved"),
+    (
+        "lhost-postfix-09.eml",
+        ReportType.DSN,
+        "kijitora@example.ne.jp",
+        "4.3.2",
+        "soft",
+        "toomanyconn",
+    ),
+    (
+        "lhost-exim-05.eml",
+        ReportType.NONSTANDARD,
+        "kijitora@neko.example.co.jp",
+        "5.1.1",
+        "hard",
+        "userunknown",
+    ),
+    (
+        "lhost-sendmail-03.eml",
+        ReportType.DSN,
+        "bounce0@example.org",
+        "5.1.1",
+        "hard",
+        "userunknown",
+    ),
+    ("lhost-sendmail-35.eml", ReportType.DSN, "kijitora@example.org", "5.7.13", "soft", "suspend"),
     ("lhost-gmail-18.eml", None, "kijitora@example.or.jp", "5.1.1", "hard", "userunknown"),
-    ("lhost-office365-12.eml", ReportType.DSN, "kijitora@cr.neko.nyaan.jp", "5.2.2", "soft",
-     "mailboxfull"),
-    ("rhost-outlook-04.eml", ReportType.DSN, "sabineko@example.co.jp", "5.1.1", "hard",
-     "userunknown"),
-    ("rhost-google-03.eml", ReportType.DSN, "kijitora@google.example.com", "5.7.26", "soft",
-     "authfailure"),
+    (
+        "lhost-office365-12.eml",
+        ReportType.DSN,
+        "kijitora@cr.neko.nyaan.jp",
+        "5.2.2",
+        "soft",
+        "mailboxfull",
+    ),
+    (
+        "rhost-outlook-04.eml",
+        ReportType.DSN,
+        "sabineko@example.co.jp",
+        "5.1.1",
+        "hard",
+        "userunknown",
+    ),
+    (
+        "rhost-google-03.eml",
+        ReportType.DSN,
+        "kijitora@google.example.com",
+        "5.7.26",
+        "soft",
+        "authfailure",
+    ),
     ("lhost-yahoo-12.eml", None, "kijitora@example.jp", "5.1.8", "soft", "rejected"),
-    ("rhost-yahooinc-01.eml", ReportType.DSN, "kijitora@aol.example.jp", "5.7.9", "soft",
-     "policyviolation"),
+    (
+        "rhost-yahooinc-01.eml",
+        ReportType.DSN,
+        "kijitora@aol.example.jp",
+        "5.7.9",
+        "soft",
+        "policyviolation",
+    ),
 ]
 
 
@@ -47,8 +86,9 @@ def _read(name: str, variant: str = "lf") -> bytes:
 
 
 @pytest.mark.parametrize(("name", "rtype", "recipient", "status", "kind", "reason"), SAMPLES)
-def test_bounce_samples(name: str, rtype: ReportType | None, recipient: str, status: str,
-                        kind: str, reason: str) -> None:
+def test_bounce_samples(
+    name: str, rtype: ReportType | None, recipient: str, status: str, kind: str, reason: str
+) -> None:
     report = parse(_read(name))
     if rtype is not None:
         assert report.type == rtype
@@ -97,8 +137,10 @@ def test_auto_reply_is_not_a_bounce(name: str) -> None:
 
 
 def test_auto_submitted_header_on_a_plain_message() -> None:
-    raw = (b"From: alice@example.org\r\nTo: bounces+abc@relay.example\r\n"
-           b"Subject: Re: hello\r\nAuto-Submitted: auto-replied\r\n\r\nI am away until May.\r\n")
+    raw = (
+        b"From: alice@example.org\r\nTo: bounces+abc@relay.example\r\n"
+        b"Subject: Re: hello\r\nAuto-Submitted: auto-replied\r\n\r\nI am away until May.\r\n"
+    )
     report = parse(raw)
     assert report.type == ReportType.AUTOREPLY and report.kind == BounceKind.NOT_BOUNCE
     assert report.verp_rcpt == "bounces+abc@relay.example"
@@ -124,13 +166,24 @@ def test_minimal_dsn_built_by_hand() -> None:
     assert report.original_message_id == "<m1@relay.example>"
     (r,) = report.results
     assert (r.recipient, r.original_recipient, r.action, r.status) == (
-        "gone@example.net", "Gone@example.net", "failed", "5.1.1")
+        "gone@example.net",
+        "Gone@example.net",
+        "failed",
+        "5.1.1",
+    )
     assert r.kind == BounceKind.HARD and r.reason == "userunknown"
     assert "User unknown in virtual mailbox table" in r.diagnostic
 
 
-@pytest.mark.parametrize("raw", [b"", b"garbage", b"\xff\xfe\x00", b"Content-Type: multipart/"
-                                 b"report; boundary=x\r\n\r\n--x\r\n"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"garbage",
+        b"\xff\xfe\x00",
+        b"Content-Type: multipart/report; boundary=x\r\n\r\n--x\r\n",
+    ],
+)
 def test_garbage_never_raises(raw: bytes) -> None:
     report = parse(raw)
     assert report.type in (ReportType.UNKNOWN, ReportType.AUTOREPLY)
