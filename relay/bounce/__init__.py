@@ -15,7 +15,7 @@ from email.utils import getaddresses
 from flufl.bounce import all_failures
 
 from relay.bounce.arf import parse_arf
-from relay.bounce.classify import classify, classify_reply, find_status
+from relay.bounce.classify import classify, classify_reply, find_command, find_status
 from relay.bounce.dsn import address_of, diagnostic_of, status_blocks
 from relay.bounce.report import RecipientResult, Report, ReportType
 from relay.model import BounceKind
@@ -75,7 +75,7 @@ def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
     text = diagnostic
     if not text:
         text = _body_near(msg, recipient)
-    c = classify(status, text or "", None, act)
+    c = classify(status, text or "", None, act, find_command(f"{text} {_body_near(msg, recipient)}"))
     if not status and c.status:
         status = c.status
     return RecipientResult(
@@ -103,7 +103,7 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
     results = []
     for recipient, action in sorted(set(found)):
         text = _body_near(msg, recipient)
-        c = classify("", text, None, action)
+        c = classify("", text, None, action, find_command(text))
         results.append(RecipientResult(recipient, action, c.status, text[:500], c.kind, c.reason))
     return Report(ReportType.NONSTANDARD, tuple(results), original_id, verp_rcpt=verp)
 

@@ -30,6 +30,22 @@ def find_status(text: str) -> str:
     return ".".join(m.groups()) if m else ""
 
 
+COMMAND_RE = re.compile(
+    r"\b(?:after|in reply to|to)\s+(?:the\s+)?(?:end of\s+)?(rcpt to|rcpt|mail from|mail|data)\b"
+    r"|>>> (rcpt to|mail from|data)|smtp command:? (rcpt|mail|data)",
+    re.IGNORECASE,
+)
+
+
+def find_command(text: str) -> str:
+    """The SMTP stage a report says the failure came at: MAIL, RCPT, DATA or ''."""
+    m = COMMAND_RE.search(text or "")
+    if not m:
+        return ""
+    word = next(g for g in m.groups() if g).split()[0].upper()
+    return word if word in ("MAIL", "RCPT", "DATA") else ""
+
+
 def find_code(text: str) -> int | None:
     m = CODE_RE.search(text or "")
     return int(m.group(1)) if m else None
@@ -52,9 +68,17 @@ def reason_from_status(status: str) -> str:
 
 
 def classify(
-    status: str = "", text: str = "", code: int | None = None, action: str = ""
+    status: str = "",
+    text: str = "",
+    code: int | None = None,
+    action: str = "",
+    command: str | None = None,
 ) -> Classification:
-    """Classify a failure from whatever is known: enhanced status, text, basic code, action."""
+    """Classify a failure from whatever is known: enhanced status, text, basic code, action.
+
+    `command` is the SMTP stage the failure came at (MAIL, RCPT, DATA, "" when a report does
+    not say); None when the caller cannot know, which skips the stage rules.
+    """
     text = " ".join((text or "").split())
     in_text = find_status(text)
     # The remote server's own code, quoted in the diagnostic, beats the reporting MTA's
@@ -73,6 +97,12 @@ def classify(
     permanent = _permanent(status, code, action)
     if not status and code is not None and 400 <= code < 600:
         status = f"{code // 100}.0.0"
+    if reason == "userunknown" and command is not None and command != "RCPT" and (
+        not sub.startswith("1.")
+    ):
+        # "User unknown" with neither a X.1.x code nor the RCPT stage to back it may be a
+        # content filter's wording after DATA: do not condemn the address on that alone.
+        reason = "filtered"
     if reason == "vacation":
         return Classification(BounceKind.NOT_BOUNCE, reason, status)
     if not reason:
