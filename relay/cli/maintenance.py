@@ -12,7 +12,6 @@ from relay.cli._context import Context
 PENDING = {
     "dkim": "DKIM key generation (`relay dkim keygen`)",
     "suppressions": "the suppression list tools",
-    "status": "the status overview",
     "bench": "the benchmark harness",
     "bounces": "bounce classification tools",
     "accounts": "smarthost account tools",
