@@ -14,7 +14,11 @@ UNITS = Path(__file__).resolve().parent.parent / "systemd"
 
 @pytest.mark.parametrize(
     ("unit", "name"),
-    [("relay.service", "relay.service"), ("relay@.service", "relay@smtp-web.service")],
+    [
+        ("relay.service", "relay.service"),
+        ("relay@.service", "relay@smtp-web.service"),
+        ("relay-prune.service", "relay-prune.service"),
+    ],
 )
 def test_units_verify(tmp_path: Path, unit: str, name: str) -> None:
     analyze = shutil.which("systemd-analyze")
@@ -23,6 +27,9 @@ def test_units_verify(tmp_path: Path, unit: str, name: str) -> None:
     relay_bin = Path(sys.executable).parent / "relay"
     text = (UNITS / unit).read_text().replace("/opt/relay/.venv/bin/relay", str(relay_bin))
     (tmp_path / unit).write_text(text)
+    timer = UNITS / unit.replace(".service", ".timer")
+    if timer.exists():
+        (tmp_path / timer.name).write_text(timer.read_text())
     if name != unit:
         (tmp_path / name).symlink_to(tmp_path / unit)
     out = subprocess.run(

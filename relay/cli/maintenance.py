@@ -15,7 +15,6 @@ PENDING = {
     "bench": "the benchmark harness",
     "bounces": "bounce classification tools",
     "accounts": "smarthost account tools",
-    "prune": "retention pruning",
 }
 
 
