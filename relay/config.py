@@ -232,6 +232,10 @@ class RetentionConfig(_Section):
     events_days: int = Field(365, ge=1)
 
 
+class ServiceConfig(_Section):
+    drain_timeout: Duration = 30.0  # after SIGTERM: how long roles may drain before cancel
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console", "keyvalue"] = "auto"
@@ -247,6 +251,7 @@ class Config(_Section):
     bounce: BounceConfig = BounceConfig()
     dkim: DkimConfig = DkimConfig()
     retention: RetentionConfig = RetentionConfig()
+    service: ServiceConfig = ServiceConfig()
     log: LogConfig = LogConfig()
 
 

@@ -75,7 +75,9 @@ def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
     text = diagnostic
     if not text:
         text = _body_near(msg, recipient)
-    c = classify(status, text or "", None, act, find_command(f"{text} {_body_near(msg, recipient)}"))
+    c = classify(
+        status, text or "", None, act, find_command(f"{text} {_body_near(msg, recipient)}")
+    )
     if not status and c.status:
         status = c.status
     return RecipientResult(

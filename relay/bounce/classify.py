@@ -97,8 +97,11 @@ def classify(
     permanent = _permanent(status, code, action)
     if not status and code is not None and 400 <= code < 600:
         status = f"{code // 100}.0.0"
-    if reason == "userunknown" and command is not None and command != "RCPT" and (
-        not sub.startswith("1.")
+    if (
+        reason == "userunknown"
+        and command is not None
+        and command != "RCPT"
+        and (not sub.startswith("1."))
     ):
         # "User unknown" with neither a X.1.x code nor the RCPT stage to back it may be a
         # content filter's wording after DATA: do not condemn the address on that alone.

@@ -13,14 +13,24 @@ import sys
 from collections.abc import Sequence
 
 from relay import __version__
-from relay.cli import admin, bounces, maintenance, migrate, serve, suppressions
+from relay.cli import (
+    admin,
+    bounces,
+    maintenance,
+    migrate,
+    prune,
+    queue,
+    serve,
+    status,
+    suppressions,
+)
 from relay.cli._context import Context
 from relay.errors import ConfigError, RelayError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 # Order here is the order in `relay --help`.
-MODULES = (serve, migrate, admin, bounces, suppressions, maintenance)
+MODULES = (serve, migrate, admin, queue, status, prune, bounces, suppressions, maintenance)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -11,12 +11,8 @@ from relay.cli._context import Context
 
 PENDING = {
     "dkim": "DKIM key generation (`relay dkim keygen`)",
-    "queue": "queue tools (`relay queue list|show|retry|delete`)",
-    "history": "per-recipient history",
-    "status": "the status overview",
     "bench": "the benchmark harness",
     "accounts": "smarthost account tools",
-    "prune": "retention pruning",
 }
 
 
