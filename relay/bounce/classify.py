@@ -103,8 +103,8 @@ def classify(
         and command != "RCPT"
         and (not sub.startswith("1."))
     ):
-        # "User unknown" with neither a X.1.x code nor the RCPT stage to back it may be a
-        # content filter's wording after DATA: do not condemn the address on that alone.
+        # "User unknown" after DATA without a X.1.x code is a content filter's wording more
+        # often than a verdict on the mailbox: do not condemn the address on that alone.
         reason = "filtered"
     if reason == "vacation":
         return Classification(BounceKind.NOT_BOUNCE, reason, status)

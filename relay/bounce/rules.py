@@ -22,7 +22,23 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     # Google Groups: the group does not exist or the sender may not post to it.
     ("rejected", (r"groups\.google\.com", r"permission to post")),
-    ("blocked", (r"refused to talk to me",)),
+    ("blocked", (r"refused to talk to me", r"client host blocked")),
+    # Malformed messages, even when the reply also mentions spam or DKIM.
+    (
+        "notcompliantrfc",
+        (
+            r"rfc ?5322",
+            r"rfc ?2822",
+            r"duplicate header",
+            r"multiple addresses in from",
+            r"not (rfc )?compliant",
+            r"multiple (from|to|subject|date|message-id) header",
+        ),
+    ),
+    ("securityerror", (r"unauthenticated senders?",)),
+    ("norelaying", (r"not configured to relay",)),
+    ("suspend", (r"account (is )?(blocked|bloque)",)),
+    ("expired", (r"failing for a long time", r"retry time not reached")),
     ("notaccept", (r"indicated no smtp service", r"null mx")),
     ("filtered", (r"recipient preferences", r"domain filter", r"content filter")),
     ("virusdetected", (r"\bvirus", r"malware", r"infected")),
