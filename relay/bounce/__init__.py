@@ -101,7 +101,10 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
     if not found and _looks_like_bounce(msg):
         found = [(a, "failed") for a in _plain_recipients(msg) or _original_recipients(msg)]
     if not found:
-        return Report(ReportType.UNKNOWN, (), original_id, verp_rcpt=verp)
+        # A bounce that names nobody we can find: still a bounce (for the VERP token to match),
+        # never mistaken for an auto-reply or ignored.
+        rtype = ReportType.NONSTANDARD if _looks_like_bounce(msg) else ReportType.UNKNOWN
+        return Report(rtype, (), original_id, verp_rcpt=verp)
     results = []
     for recipient, action in sorted(set(found)):
         text = _body_near(msg, recipient)

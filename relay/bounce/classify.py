@@ -32,7 +32,8 @@ def find_status(text: str) -> str:
 
 COMMAND_RE = re.compile(
     r"\b(?:after|in reply to|to)\s+(?:the\s+)?(?:end of\s+)?(rcpt to|rcpt|mail from|mail|data)\b"
-    r"|>>> (rcpt to|mail from|data)|smtp command:? (rcpt|mail|data)",
+    r"|>>> (rcpt to|mail from|data)|smtp command:? (rcpt|mail|data)"
+    r"|did not like our (?:final )?(rcpt to|mail from|data)",
     re.IGNORECASE,
 )
 
@@ -97,14 +98,9 @@ def classify(
     permanent = _permanent(status, code, action)
     if not status and code is not None and 400 <= code < 600:
         status = f"{code // 100}.0.0"
-    if (
-        reason == "userunknown"
-        and command is not None
-        and command != "RCPT"
-        and (not sub.startswith("1."))
-    ):
-        # "User unknown" after DATA without a X.1.x code is a content filter's wording more
-        # often than a verdict on the mailbox: do not condemn the address on that alone.
+    if reason == "userunknown" and command not in (None, "RCPT") and not sub.startswith("1."):
+        # In a report, "user unknown" backed by neither a X.1.x code nor the RCPT stage is
+        # often a content filter's wording (after DATA): too weak to condemn the address.
         reason = "filtered"
     if reason == "vacation":
         return Classification(BounceKind.NOT_BOUNCE, reason, status)

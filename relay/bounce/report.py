@@ -49,4 +49,6 @@ class Report:
             return self.results[0].kind
         if self.type == ReportType.ARF:
             return BounceKind.COMPLAINT
+        if self.type in (ReportType.DSN, ReportType.NONSTANDARD):
+            return BounceKind.SOFT  # a failure whose recipient we could not tell
         return BounceKind.NOT_BOUNCE
