@@ -102,6 +102,8 @@ def classify(
         # In a report, "user unknown" backed by neither a X.1.x code nor the RCPT stage is
         # often a content filter's wording (after DATA): too weak to condemn the address.
         reason = "filtered"
+    if reason == "hostunknown" and not permanent:
+        reason = "networkerror"  # a transient lookup failure is the network's, not the domain's
     if reason == "vacation":
         return Classification(BounceKind.NOT_BOUNCE, reason, status)
     if not reason:

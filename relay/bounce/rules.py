@@ -36,6 +36,8 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("securityerror", (r"unauthenticated senders?",)),
+    ("mailererror", (r"procmail", r"mailer error", r"command (died|failed)")),
+    ("contenterror", (r"8-?bit data",)),
     ("norelaying", (r"not configured to relay",)),
     ("suspend", (r"account (is )?(blocked|bloque)",)),
     ("expired", (r"failing for a long time", r"retry time not reached")),
@@ -400,7 +402,7 @@ STATUS_RULES: dict[str, str] = {
 }
 
 # Codes whose meaning is so specific that it beats the text rules.
-DECISIVE_STATUS = frozenset({"1.2", "1.6", "3.4", "7.23", "7.25", "7.26"})
+DECISIVE_STATUS = frozenset({"1.2", "1.6", "2.3", "3.4", "7.23", "7.25", "7.26"})
 
 # The address itself is bad: suppress it (only when the failure is permanent).
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept"})
