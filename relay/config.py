@@ -216,6 +216,21 @@ class BounceConfig(_Section):
         return float(getattr(self, f"{reason}_ttl", 0.0))
 
 
+class BounceMailboxConfig(_Section):
+    """An IMAP mailbox to poll for bounces, for operators whose bounces land in one."""
+
+    host: str = ""  # empty = no polling
+    port: int = Field(default=993, ge=1, le=65535)
+    tls: Literal["ssl", "starttls", "none"] = "ssl"
+    user: str = ""
+    password: str = ""
+    password_file: str = ""
+    folder: str = "INBOX"
+    move_to: str = ""  # processed messages go here; empty = mark them seen and leave them
+    interval: Duration = 300.0
+    timeout: Duration = 60.0
+
+
 class DkimKeyConfig(_Section):
     domain: str
     selector: str
@@ -249,6 +264,7 @@ class Config(_Section):
     delivery: DeliveryConfig = DeliveryConfig()
     tracking: TrackingConfig = TrackingConfig()
     bounce: BounceConfig = BounceConfig()
+    bounce_mailbox: BounceMailboxConfig = BounceMailboxConfig()
     dkim: DkimConfig = DkimConfig()
     retention: RetentionConfig = RetentionConfig()
     service: ServiceConfig = ServiceConfig()
