@@ -10,7 +10,6 @@ from relay.cli._args import command
 from relay.cli._context import Context
 
 PENDING = {
-    "dkim": "DKIM key generation (`relay dkim keygen`)",
     "queue": "queue tools (`relay queue list|show|retry|delete`)",
     "suppressions": "the suppression list tools",
     "history": "per-recipient history",

@@ -8,11 +8,15 @@ bad key is a ConfigError naming `dkim.keys[i].key_file`, never a failure at send
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import dkim
+import nacl.signing
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relay.config import Config
 from relay.errors import ConfigError
@@ -113,3 +117,35 @@ def _load_key(
     except (dkim.DKIMException, ValueError, TypeError) as e:
         raise ConfigError(where, f"{str(path)!r} is not a valid {algorithm} key: {e}") from None
     return key
+
+
+def generate_key(algorithm: str) -> tuple[bytes, str]:
+    """A new private key in the form `load_signer` reads, and the DNS TXT value publishing
+    its public half. rsa-sha256 keys are 2048-bit (RFC 8301); ed25519-sha256 per RFC 8463."""
+    if algorithm == "rsa-sha256":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+        public = private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return pem, f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode('ascii')}"
+    if algorithm == "ed25519-sha256":
+        seed = nacl.signing.SigningKey.generate()
+        raw_public = bytes(seed.verify_key)
+        return (
+            base64.b64encode(bytes(seed)) + b"\n",
+            f"v=DKIM1; k=ed25519; p={base64.b64encode(raw_public).decode('ascii')}",
+        )
+    raise ValueError(f"unknown DKIM algorithm {algorithm!r}")
+
+
+def txt_record(domain: str, selector: str, value: str) -> str:
+    """A zone-file line for the key; the value is split into 255-octet strings (RFC 7208 §3.3
+    style), which every DNS server and DKIM verifier joins back together."""
+    chunks = [value[i : i + 255] for i in range(0, len(value), 255)]
+    quoted = " ".join(f'"{c}"' for c in chunks)
+    return f"{selector}._domainkey.{domain.rstrip('.')}. IN TXT ( {quoted} )"
