@@ -28,6 +28,7 @@ class Part:
     content_type: str  # lower-case "type/subtype"
     charset: str
     encoding: str  # lower-case Content-Transfer-Encoding, "7bit" when absent
+    attachment: bool  # Content-Disposition: attachment (a file, not the message text)
 
 
 def to_crlf(raw: bytes) -> bytes:
@@ -79,7 +80,8 @@ def _walk(raw: bytes, start: int, end: int, out: list[Part], depth: int) -> None
         return
     charset = headers.get_content_charset() or "us-ascii"
     cte = str(headers.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-    out.append(Part(start, body_start, end, ctype, charset, cte))
+    disposition = str(headers.get("Content-Disposition", "")).split(";")[0].strip().lower()
+    out.append(Part(start, body_start, end, ctype, charset, cte, disposition == "attachment"))
 
 
 def decode_body(body: bytes, encoding: str) -> bytes | None:

@@ -93,6 +93,8 @@ def build(raw: bytes, config: Config) -> MessagePlan:
     text_links = config.tracking.rewrite_text_links
     parts = []
     for part in _mime.leaves(raw):
+        if part.attachment:
+            continue
         if part.content_type == "text/html" or (text_links and part.content_type == "text/plain"):
             planned = _plan_part(raw, part, want)
             if planned is not None:
