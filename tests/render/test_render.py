@@ -73,7 +73,8 @@ def test_null_sender_and_no_bounce_domain_keep_mail_from() -> None:
     out = Renderer(cfg, s.KEYRING).render(j)
     assert out.mail_from == "news@example.com"
     assert "mailto:" not in s.parse(out.data)["List-Unsubscribe"]
-    cfg = s.config().model_copy(update={"bounce": s.config().bounce.model_copy(update={"verp": False})})
+    no_verp = s.config().bounce.model_copy(update={"verp": False})
+    cfg = s.config().model_copy(update={"bounce": no_verp})
     assert Renderer(cfg, s.KEYRING).render(s.job(load("plain.eml"), cfg)).mail_from == (
         "news@example.com"
     )
