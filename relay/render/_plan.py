@@ -86,9 +86,13 @@ def build(raw: bytes, config: Config) -> MessagePlan:
     hend = _mime.header_end(raw)
     headers = _mime.parse_headers(raw, 0, hend)
     present = frozenset(k.lower() for k in headers.keys())
-    addresses = getaddresses([str(v) for v in headers.get_all("From", [])])
+    addresses = getaddresses(_raw_header(raw[:hend], b"from"))
     from_addr = addresses[0][1] if addresses else ""
     from_domain = from_addr.rpartition("@")[2].strip().strip(">").lower()
+    try:  # DKIM d= and key lookup use the A-label (RFC 6376 §3.5; RFC 8616)
+        from_domain = from_domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
     want = link_filter(config)
     text_links = config.tracking.rewrite_text_links
     parts = []
@@ -141,6 +145,25 @@ def _plan_part(raw: bytes, part: _mime.Part, want: Callable[[str], bool]) -> Par
         part.header_start, part.body_start, end, part.encoding, part.charset, decoded,
         tuple(links), byte_pixel,
     )  # fmt: skip
+
+
+def _raw_header(block: bytes, name: bytes) -> list[str]:
+    """Unfolded values of a header field, as UTF-8 (RFC 6532 allows it raw in headers)."""
+    values: list[str] = []
+    current: list[bytes] | None = None
+    for line in block.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and current is not None:
+            current.append(line)
+            continue
+        if current is not None:
+            values.append(b"".join(current).decode("utf-8", "replace").strip())
+            current = None
+        field, sep, value = line.partition(b":")
+        if sep and field.strip().lower() == name:
+            current = [value]
+    if current is not None:
+        values.append(b"".join(current).decode("utf-8", "replace").strip())
+    return values
 
 
 def _ascii_compatible(charset: str) -> bool:
