@@ -175,23 +175,24 @@ def _ascii_compatible(charset: str) -> bool:
 
 
 class PlanCache:
-    """A small LRU of plans by message id: recipients of one message share one plan."""
+    """A small LRU of plans by message id: recipients of one message share one plan. The
+    original bytes are compared too (a memcmp), so a reused id can never get a stale plan."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self._size = size
-        self._plans: OrderedDict[tuple[int, int], MessagePlan] = OrderedDict()
+        self._plans: OrderedDict[int, tuple[bytes, MessagePlan]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, message_id: int, raw: bytes, config: Config) -> MessagePlan:
-        key = (message_id, len(raw))
         with self._lock:
-            plan = self._plans.get(key)
-            if plan is not None:
-                self._plans.move_to_end(key)
-                return plan
+            entry = self._plans.get(message_id)
+            if entry is not None and (entry[0] is raw or entry[0] == raw):
+                self._plans.move_to_end(message_id)
+                return entry[1]
         plan = build(raw, config)
         with self._lock:
-            self._plans[key] = plan
+            self._plans[message_id] = (raw, plan)
+            self._plans.move_to_end(message_id)
             while len(self._plans) > self._size:
                 self._plans.popitem(last=False)
         return plan
