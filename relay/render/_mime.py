@@ -110,4 +110,4 @@ def encode_body(data: bytes, encoding: str) -> bytes:
 
 
 def lines_fit(data: bytes) -> bool:
-    return all(len(line) <= MAX_LINE for line in data.split(b"\r\n"))
+    return len(data) <= MAX_LINE or max(map(len, data.split(b"\r\n"))) <= MAX_LINE
