@@ -193,6 +193,7 @@ class TrackingConfig(_Section):
     previous_secrets: list[str] = []  # still accepted, so old mail keeps working after rotation
     exclude_domains: list[str] = []
     rewrite_text_links: bool = False
+    feedback_id: str = ""  # Feedback-ID header value added when the message has none
 
 
 class BounceConfig(_Section):

@@ -16,6 +16,7 @@ from relay import __version__
 from relay.cli import (
     admin,
     bounces,
+    dkim,
     maintenance,
     migrate,
     prune,
@@ -30,7 +31,7 @@ from relay.errors import ConfigError, RelayError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 # Order here is the order in `relay --help`.
-MODULES = (serve, migrate, admin, queue, status, prune, bounces, suppressions, maintenance)
+MODULES = (serve, migrate, admin, dkim, queue, status, prune, bounces, suppressions, maintenance)
 
 
 class _Parser(argparse.ArgumentParser):

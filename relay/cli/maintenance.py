@@ -10,7 +10,6 @@ from relay.cli._args import command
 from relay.cli._context import Context
 
 PENDING = {
-    "dkim": "DKIM key generation (`relay dkim keygen`)",
     "bench": "the benchmark harness",
     "accounts": "smarthost account tools",
 }
