@@ -19,6 +19,8 @@ from relay.store.db import Database
 from relay.store.tables import messages
 from tests.ingress.conftest import start_ingress
 
+RAW = b"Subject: x\r\n\r\ny\r\n"
+
 
 def _non_loopback_ip() -> str | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -124,13 +126,13 @@ async def test_database_locked_gives_451_and_keeps_nothing(db_url: str) -> None:
         blocker.execute("BEGIN IMMEDIATE")
         try:
             with pytest.raises(aiosmtplib.SMTPDataError) as e:
-                await smtp.sendmail("news@shop.example", ["a@example.org"], b"Subject: x\r\n\r\ny\r\n")
+                await smtp.sendmail("news@shop.example", ["a@example.org"], RAW)
             assert f"{e.value.code} {e.value.message}" == replies.STORE_DOWN
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
         # Once the database is back, the same session delivers.
-        await smtp.sendmail("news@shop.example", ["a@example.org"], b"Subject: x\r\n\r\ny\r\n")
+        await smtp.sendmail("news@shop.example", ["a@example.org"], RAW)
         await smtp.quit()
         async with db.read() as conn:
             assert len((await conn.execute(select(messages))).all()) == 1
