@@ -240,6 +240,7 @@ class GroupCommitter:
         self.max_batch = max_batch
         self._queue: asyncio.Queue[tuple[NewMessage, asyncio.Future[int]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self.commits = 0  # transactions committed (for metrics and tests)
 
     async def commit(self, item: NewMessage) -> int:
         if self._task is None or self._task.done():
@@ -259,6 +260,7 @@ class GroupCommitter:
             try:
                 async with self.db.write() as conn:
                     ids = await insert_batch(conn, [i for i, _ in live])
+                self.commits += 1
             except asyncio.CancelledError:
                 for _, f in live:
                     if not f.done():

@@ -25,10 +25,10 @@ RAW = (
 )
 
 
-async def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline_s: float) -> None:
+async def _wait_listening(port: int, proc: asyncio.subprocess.Process, deadline_s: float) -> None:
     until = time.monotonic() + deadline_s
     while time.monotonic() < until:
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "exited"
+        assert proc.returncode is None, "relay serve exited early"
         try:
             _, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.close()
@@ -48,9 +48,9 @@ async def test_sigkill_after_250_loses_nothing(db: Database, db_url: str, tmp_pa
         RELAY_SMTP__LISTEN=f'["127.0.0.1:{port}"]',
         RELAY_LOG__LEVEL="warning",
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve", "--role", "smtp"],
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay", "serve", "--role", "smtp",
+        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
         await _wait_listening(port, proc, 30)
@@ -60,14 +60,12 @@ async def test_sigkill_after_250_loses_nothing(db: Database, db_url: str, tmp_pa
         recipients = ["a@example.org", "b@example.org", "c@example.org", "d@example.org"]
         _, reply = await smtp.sendmail("news@shop.example", recipients, RAW)
         proc.send_signal(signal.SIGKILL)  # no chance to flush anything after the 250
-        proc.wait(10)
+        await asyncio.wait_for(proc.wait(), 10)
         message_id = int(reply.rsplit(" ", 1)[1])
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.kill()
-            proc.wait(10)
-        if proc.stderr:
-            proc.stderr.close()
+            await asyncio.wait_for(proc.wait(), 10)
     async with db.read() as conn:
         msg = (await conn.execute(select(messages).where(messages.c.id == message_id))).one()
         rows = (
