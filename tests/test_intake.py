@@ -59,10 +59,9 @@ async def test_send_at_hold_and_suppression_override(db: Database) -> None:
     assert first.states == {"a@example.org": "held"}  # override honoured, tenant on hold
     assert second.states == {"a@example.org": "suppressed"}  # this credential may not override
     async with db.read() as conn:
-        row = (await conn.execute(select(messages).where(messages.c.id == first.message_id))).one()
-        d = (
-            await conn.execute(select(deliveries).where(deliveries.c.message_id == first.message_id))
-        ).one()
+        mid = first.message_id
+        row = (await conn.execute(select(messages).where(messages.c.id == mid))).one()
+        d = (await conn.execute(select(deliveries).where(deliveries.c.message_id == mid))).one()
     assert row.options == {"send_at": "2030-01-02T03:04:05+01:00", "no_suppression": "1"}
     assert d.next_attempt_at == datetime(2030, 1, 2, 2, 4, 5)
     assert b"hidden@example.org" not in row.raw and b"X-Relay-Send-At" not in row.raw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
 import ssl
@@ -139,3 +140,30 @@ async def test_database_locked_gives_451_and_keeps_nothing(db_url: str) -> None:
         await server.stop(running.shared, servers, drain_s=1)
     finally:
         await db.dispose()
+
+
+async def test_cli_self_signed_pair_serves_implicit_tls(db: Database, tmp_path: Path) -> None:
+    from relay.cli import main
+    from tests.peers import free_port
+
+    out = str(tmp_path / "tls")
+    argv = ["tls", "selfsigned", "--out", out, "--hostname", "127.0.0.1"]
+    assert await asyncio.to_thread(main, argv) == 0
+    cert, key = tmp_path / "tls" / "cert.pem", tmp_path / "tls" / "key.pem"
+    tls_port = free_port()
+    running, servers = await start_ingress(
+        db, tls_cert=str(cert), tls_key=str(key), tls_listen=[f"127.0.0.1:{tls_port}"]
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+        smtp = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=tls_port, timeout=10, use_tls=True, tls_context=context
+        )
+        await smtp.connect()
+        await smtp.login(running.credential.username, running.password)
+        await smtp.sendmail("news@shop.example", ["ann@example.org"], RAW)
+        await smtp.quit()
+        async with db.read() as conn:
+            assert len((await conn.execute(select(messages))).all()) == 1
+    finally:
+        await server.stop(running.shared, servers, drain_s=1)
