@@ -167,3 +167,44 @@ async def test_cli_self_signed_pair_serves_implicit_tls(db: Database, tmp_path: 
             assert len((await conn.execute(select(messages))).all()) == 1
     finally:
         await server.stop(running.shared, servers, drain_s=1)
+
+
+async def test_trusted_network_sends_without_auth_as_its_tenant(db: Database) -> None:
+    from relay.store.tenants import add_tenant
+
+    await add_tenant(db, "legacy")
+    running, servers = await start_ingress(
+        db, trusted_networks=["127.0.0.0/8"], trusted_tenant="legacy"
+    )
+    try:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=running.port, timeout=10, start_tls=False)
+        await smtp.connect()
+        await smtp.sendmail("app@legacy.example", ["ann@example.org"], RAW)
+        await smtp.quit()
+        async with db.read() as conn:
+            (msg,) = (await conn.execute(select(messages))).all()
+        assert msg.tenant_id == running.shared.trusted_tenant.id  # type: ignore[union-attr]
+        assert msg.credential_id is None
+    finally:
+        await server.stop(running.shared, servers, drain_s=1)
+
+
+async def test_connection_limit_per_ip_and_shutdown_421(db: Database) -> None:
+    running, servers = await start_ingress(db, max_connections_per_ip=1)
+    try:
+        first = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=running.port, timeout=10, start_tls=False
+        )
+        await first.connect()
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        line = await asyncio.wait_for(reader.readline(), 10)
+        assert line.decode().strip() == replies.TOO_MANY_FROM_IP
+        writer.close()
+        await first.quit()
+        running.shared.stopping = True
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        line = await asyncio.wait_for(reader.readline(), 10)
+        assert line.decode().strip() == replies.SHUTTING_DOWN
+        writer.close()
+    finally:
+        await server.stop(running.shared, servers, drain_s=1)
