@@ -75,14 +75,20 @@ async def insert_batch(conn: AsyncConnection, batch: Sequence[NewMessage]) -> li
     ids: list[int] = []
     delivery_rows: list[dict[str, Any]] = []
     seen: dict[tuple[int, str], int] = {}
+    # One suppression lookup per tenant for the whole batch, not one per message.
+    wanted: dict[int, set[str]] = {}
+    for item in batch:
+        if item.check_suppression:
+            wanted.setdefault(item.tenant_id, set()).update(r.key for r in item.recipients)
+    suppressed_by_tenant = {
+        tenant_id: await suppressed_among(conn, tenant_id, keys, now)
+        for tenant_id, keys in wanted.items()
+    }
     for item in batch:
         result = await conn.execute(messages.insert().values(**item.row))
         message_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         ids.append(message_id)
-        suppressed: dict[str, str] = {}
-        if item.check_suppression:
-            keys = [r.key for r in item.recipients]
-            suppressed = await suppressed_among(conn, item.tenant_id, keys, now)
+        suppressed = suppressed_by_tenant.get(item.tenant_id, {}) if item.check_suppression else {}
         for r in item.recipients:
             state = "suppressed" if r.key in suppressed else "held" if item.held else "queued"
             item.states[r.key] = state
