@@ -78,6 +78,7 @@ class SmtpConfig(_Section):
     tls_key: str = ""
     auth_require_tls: bool = True
     trusted_networks: list[str] = []
+    trusted_tenant: str = ""  # the tenant that mail from trusted_networks without AUTH belongs to
     max_message_size: int = Field(26_214_400, gt=0)
     max_recipients: int = Field(1000, gt=0)
     max_line_length: int = Field(998, ge=78)
@@ -109,6 +110,8 @@ class SmtpConfig(_Section):
             raise ValueError("tls_cert and tls_key must be set together")
         if self.tls_listen and not self.tls_cert:
             raise ValueError("tls_listen needs tls_cert and tls_key")
+        if self.trusted_networks and not self.trusted_tenant:
+            raise ValueError("trusted_networks needs trusted_tenant (the tenant their mail uses)")
         return self
 
 

@@ -1,6 +1,9 @@
 """Processing of mail to the VERP bounce domain: DSNs, complaints and auto-replies.
 
 Input: the raw message and its envelope recipients (from ingress or the IMAP poller).
+`receive` (ingress) first stores the message in `inbound_reports`, durably, before the
+250, then processes it and marks the row matched; if processing fails the row stays
+unmatched for an operator to see: nothing sent to the bounce domain is ever dropped.
 Parses it (`relay.bounce.parse`, in a thread), matches each result to a delivery by the
 VERP token, else by Original-/Final-Recipient plus the original Message-ID, then applies
 it (`relay.store.reports.apply_report`). Output: an `InboundResult` listing what matched
@@ -22,7 +25,8 @@ from relay.config import BounceConfig
 from relay.model import BounceKind, SuppressionReason
 from relay.render.tokens import InvalidToken, Keyring, TokenKind
 from relay.store import reports
-from relay.store.db import Database
+from relay.store.db import Database, utcnow
+from relay.store.tables import inbound_reports
 
 log = structlog.get_logger(__name__)
 
@@ -150,6 +154,46 @@ async def process(
     return InboundResult(report, tuple(applied), tuple(unmatched))
 
 
+async def receive(
+    db: Database,
+    keyring: Keyring,
+    config: BounceConfig,
+    mail_from: str,
+    rcpt_tos: Sequence[str],
+    raw: bytes,
+) -> InboundResult | None:
+    """Store mail to the bounce domain durably, then process it (see the module docstring)."""
+    async with db.write() as conn:
+        result = await conn.execute(
+            inbound_reports.insert().values(
+                received_at=utcnow(),
+                rcpt=(rcpt_tos[0] if rcpt_tos else "")[:320],
+                mail_from=mail_from[:320],
+                matched=False,
+                raw=raw,
+            )
+        )
+        report_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+    try:
+        processed = await process(db, keyring, config, raw, rcpt_tos)
+    except Exception:  # noqa: BLE001 - stored already; an operator can replay it
+        log.exception("inbound.processing_failed", report_id=report_id)
+        return None
+    detail = {
+        "type": str(processed.report.type),
+        "applied": [a.delivery_id for a in processed.applied],
+        "unmatched": [r.recipient for r in processed.unmatched],
+    }
+    kinds = {a.kind for a in processed.applied} or {str(processed.report.type)}
+    async with db.write() as conn:
+        await conn.execute(
+            inbound_reports.update()
+            .where(inbound_reports.c.id == report_id)
+            .values(matched=processed.matched, kind=",".join(sorted(kinds))[:16], detail=detail)
+        )
+    return processed
+
+
 def _delivery_from_verp(keyring: Keyring, config: BounceConfig, addresses: list[str]) -> int | None:
     for address in addresses:
         token = verp_token(address, config) if address else None
@@ -162,4 +206,4 @@ def _delivery_from_verp(keyring: Keyring, config: BounceConfig, addresses: list[
     return None
 
 
-__all__ = ["Applied", "BounceKind", "InboundResult", "process", "verp_token"]
+__all__ = ["Applied", "BounceKind", "InboundResult", "process", "receive", "verp_token"]

@@ -16,6 +16,7 @@ from relay import __version__
 from relay.cli import (
     admin,
     bounces,
+    certs,
     dkim,
     maintenance,
     migrate,
@@ -31,7 +32,19 @@ from relay.errors import ConfigError, RelayError
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 # Order here is the order in `relay --help`.
-MODULES = (serve, migrate, admin, dkim, queue, status, prune, bounces, suppressions, maintenance)
+MODULES = (
+    serve,
+    migrate,
+    admin,
+    certs,
+    dkim,
+    queue,
+    status,
+    prune,
+    bounces,
+    suppressions,
+    maintenance,
+)
 
 
 class _Parser(argparse.ArgumentParser):

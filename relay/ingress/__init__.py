@@ -1,0 +1,1 @@
+"""SMTP ingress: listeners, sessions, AUTH; hands accepted mail to intake or inbound."""

@@ -1,0 +1,369 @@
+"""One SMTP session: aiosmtpd subclass with our AUTH, limits, fast DATA and hooks.
+
+Input: a client connection. Output: SMTP replies; accepted messages handed to
+`relay.intake.Intake.submit` (authenticated or trusted clients) or `relay.inbound.receive`
+(unauthenticated mail to the bounce domain). 250 only after the commit returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import secrets
+from base64 import b64decode
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+
+from relay import inbound, log
+from relay.addresses import InvalidAddress, normalize
+from relay.config import BounceConfig, SmtpConfig
+from relay.errors import StoreUnavailable
+from relay.ingress import replies
+from relay.ingress.auth import Authenticator, AuthThrottle
+from relay.intake import Intake, Rejected, check_mail_from, split_header
+from relay.render.tokens import Keyring
+from relay.store.db import Database
+from relay.store.tenants import Credential, Tenant, get_tenant_by_id
+
+logger = log.get("relay.ingress")
+_SIZE_PARAM = re.compile(r"\bSIZE=(\d+)", re.IGNORECASE)
+
+
+@dataclass(slots=True)
+class Shared:
+    """State shared by every session of one ingress: config, store, counters."""
+
+    config: SmtpConfig
+    db: Database
+    intake: Intake
+    authenticator: Authenticator
+    throttle: AuthThrottle
+    bounce_domain: str
+    trusted_tenant: Tenant | None
+    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
+    keyring: Keyring
+    bounce: BounceConfig
+    connections: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    stopping: bool = False
+    in_data: int = 0
+    sessions: set[SubmissionSMTP] = field(default_factory=set)
+    no_data: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_data == 0
+
+
+@dataclass(slots=True)
+class Identity:
+    tenant: Tenant
+    credential: Credential | None
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+class Handler:
+    """aiosmtpd hooks: who may send where, and what happens to the data."""
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+
+    async def handle_EHLO(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope, hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd reads commands in order, so pipelined clients are served correctly.
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_MAIL(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str,
+        mail_options: list[str],
+    ) -> str:
+        if address:
+            try:
+                address = normalize(address).address
+            except InvalidAddress as e:
+                return replies.BAD_SENDER.format(reason=e)
+        identity = server.identity
+        if identity is not None:
+            try:
+                check_mail_from(identity.tenant, address)
+            except Rejected as e:
+                return e.reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        try:
+            addr = normalize(address)
+        except InvalidAddress as e:
+            return replies.BAD_ADDRESS.format(reason=e)
+        if len(envelope.rcpt_tos) >= self.shared.config.max_recipients:
+            return replies.TOO_MANY_RECIPIENTS
+        if server.identity is None:
+            # Never an open relay: strangers may only write to the bounce domain.
+            if not self.shared.bounce_domain or addr.domain != self.shared.bounce_domain:
+                return replies.AUTH_REQUIRED
+        envelope.rcpt_tos.append(addr.address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(
+        self, server: SubmissionSMTP, session: Session, envelope: Envelope
+    ) -> str:
+        raw = envelope.original_content or b""
+        identity = server.identity
+        try:
+            if identity is None:
+                await inbound.receive(
+                    self.shared.db, self.shared.keyring, self.shared.bounce,
+                    envelope.mail_from or "", list(envelope.rcpt_tos), raw,
+                )
+                return replies.ACCEPTED.format(id="inbound")
+            accepted = await self.shared.intake.submit(
+                identity.tenant, identity.credential, envelope.mail_from or "",
+                list(envelope.rcpt_tos), raw, smtputf8=bool(envelope.smtp_utf8),
+            )
+        except Rejected as e:
+            return e.reply
+        except StoreUnavailable:
+            return replies.STORE_DOWN
+        except Exception as e:  # noqa: BLE001 - a driver error from inbound: our trouble
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            ref = secrets.token_hex(4)
+            logger.error("ingress.data_failed", ref=ref, error=type(e).__name__)
+            return replies.STORE_DOWN
+        return replies.ACCEPTED.format(id=accepted.message_id)
+
+    async def handle_exception(self, error: Exception) -> str:
+        ref = secrets.token_hex(4)
+        logger.error("ingress.session_error", ref=ref, error=type(error).__name__)
+        return replies.ERROR.format(ref=ref)
+
+
+class SubmissionSMTP(SMTP):
+    """aiosmtpd's session with async AUTH, our reply texts and a chunked DATA reader."""
+
+    def __init__(self, shared: Shared, **kwargs: Any) -> None:
+        super().__init__(Handler(shared), **kwargs)
+        self.shared = shared
+        self.identity: Identity | None = None
+        self.peer_ip = ""
+        self._counted = False
+
+    # -- connection limits ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if not first:
+            # STARTTLS re-wraps the same connection; RFC 3207 4.2: forget any AUTH.
+            if self.identity is not None and self.identity.credential is not None:
+                self.identity = None
+            return
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer_ip = str(peer[0])
+        shared = self.shared
+        refusal = None
+        if shared.stopping:
+            refusal = replies.SHUTTING_DOWN
+        elif shared.total >= shared.config.max_connections:
+            refusal = replies.TOO_MANY_CONNECTIONS
+        elif shared.connections.get(self.peer_ip, 0) >= shared.config.max_connections_per_ip:
+            refusal = replies.TOO_MANY_FROM_IP
+        if refusal is not None:
+            if self._handler_coroutine is not None:
+                self._handler_coroutine.cancel()
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(refusal.encode() + b"\r\n")
+            transport.close()
+            return
+        self._counted = True
+        shared.sessions.add(self)
+        shared.total += 1
+        shared.connections[self.peer_ip] = shared.connections.get(self.peer_ip, 0) + 1
+        if shared.trusted_tenant and self._trusted():
+            self.identity = Identity(shared.trusted_tenant, None)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            shared = self.shared
+            shared.sessions.discard(self)
+            shared.total -= 1
+            left = shared.connections.get(self.peer_ip, 1) - 1
+            if left:
+                shared.connections[self.peer_ip] = left
+            else:
+                shared.connections.pop(self.peer_ip, None)
+        super().connection_lost(error)
+
+    def _trusted(self) -> bool:
+        try:
+            ip = ipaddress.ip_address(self.peer_ip)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.shared.trusted)
+
+    # -- AUTH ----------------------------------------------------------------------------
+    async def smtp_AUTH(self, arg: str) -> None:
+        if self.shared.throttle.blocked(self.peer_ip):
+            await self.push(replies.AUTH_BLOCKED)
+            return
+        needs_tls = self.shared.config.auth_require_tls and not _is_loopback(self.peer_ip)
+        if needs_tls and self._tls_protocol is None:
+            await self.push(replies.AUTH_NEEDS_TLS)
+            return
+        await super().smtp_AUTH(arg)
+
+    async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            blob = await self.challenge_auth("")
+            if not isinstance(blob, bytes):
+                return AuthResult(success=False)
+        else:
+            try:
+                blob = b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await self.push("501 5.5.2 Cannot split the AUTH PLAIN value")
+            return AuthResult(success=False, handled=True)
+        return await self._login(parts[1], parts[2])
+
+    async def auth_LOGIN(self, _: Any, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            login = await self.challenge_auth(self.AuthLoginUsernameChallenge)
+            if not isinstance(login, bytes):
+                return AuthResult(success=False)
+        else:
+            try:
+                login = b64decode(args[1].encode(), validate=True)
+            except ValueError:
+                await self.push("501 5.5.2 Cannot decode base64")
+                return AuthResult(success=False, handled=True)
+        password = await self.challenge_auth(self.AuthLoginPasswordChallenge)
+        if not isinstance(password, bytes):
+            return AuthResult(success=False)
+        return await self._login(login, password)
+
+    async def _login(self, login: bytes, password: bytes) -> AuthResult:
+        username = login.decode("utf-8", "replace")
+        try:
+            credential = await self.shared.authenticator.check(
+                username, password.decode("utf-8", "replace")
+            )
+            tenant = await get_tenant_by_id(self.shared.db, credential.tenant_id) if (
+                credential is not None and not credential.disabled
+            ) else None
+        except Exception as e:  # noqa: BLE001 - database trouble: temporary
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            return AuthResult(success=False, handled=False, message=replies.STORE_DOWN)
+        if credential is None or tenant is None:
+            delay = self.shared.throttle.fail(self.peer_ip)
+            logger.info("ingress.auth_failed", ip=self.peer_ip, username=username)
+            if delay:
+                await asyncio.sleep(delay)  # slow down guessing; the session is ours alone
+            message = replies.AUTH_DISABLED if credential is not None else replies.AUTH_INVALID
+            return AuthResult(success=False, handled=False, message=message)
+        self.shared.throttle.succeed(self.peer_ip)
+        self.identity = Identity(tenant, credential)
+        return AuthResult(success=True, auth_data=username, message=replies.AUTH_OK)
+
+    # -- MAIL: our 552 text for an announced SIZE --------------------------------------
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        limit = self.shared.config.max_message_size
+        if arg and (m := _SIZE_PARAM.search(arg)) and int(m.group(1)) > limit:
+            await self.push(replies.TOO_BIG.format(limit=limit))
+            return
+        await super().smtp_MAIL(arg)
+
+    # -- DATA: read in large chunks instead of line by line ----------------------------
+    async def smtp_DATA(self, arg: str) -> None:
+        if await self.check_helo_needed():
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 5.5.1 Need RCPT command first")
+            return
+        if arg:
+            await self.push("501 5.5.4 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.shared.in_data += 1
+        self.shared.no_data.clear()
+        try:
+            body, problem = await self._read_data()
+            if problem is None:
+                problem = self._check_content(body)
+            if problem is not None:
+                self._set_post_data_state()
+                await self.push(problem)
+                return
+            self.envelope.content = body
+            self.envelope.original_content = body
+            status = await self._call_handler_hook("DATA")
+            self._set_post_data_state()
+            await self.push(status)
+        finally:
+            self.shared.in_data -= 1
+            if not self.shared.in_data:
+                self.shared.no_data.set()
+
+    async def _read_data(self) -> tuple[bytes, str | None]:
+        """The unstuffed message, or a refusal once the terminating dot has been read."""
+        limit = self.shared.config.max_message_size
+        buf = bytearray()
+        size = 0
+        too_big = False
+        while True:
+            at_dot = True
+            try:
+                chunk = await self._reader.readuntil(b".\r\n")
+            except asyncio.LimitOverrunError as e:
+                chunk = await self._reader.read(e.consumed)
+                at_dot = False
+            except asyncio.IncompleteReadError:
+                raise ConnectionResetError("connection closed during DATA") from None
+            self._reset_timeout()
+            buf += chunk
+            if at_dot and ((size == 0 and len(buf) == 3) or buf[-5:-3] == b"\r\n"):
+                size += len(buf) - 3
+                del buf[-3:]
+                break
+            if size + len(buf) > limit:
+                too_big = True
+            if too_big and len(buf) > 8:
+                size += len(buf) - 4
+                del buf[:-4]  # keep only what the terminator check needs
+        if too_big or size > limit:
+            return b"", replies.TOO_BIG.format(limit=limit)
+        data = bytes(buf)
+        # Dot-unstuffing (RFC 5321 4.5.2) over the whole buffer at once.
+        if data.startswith(b"."):
+            data = data[1:]
+        return data.replace(b"\r\n.", b"\r\n"), None
+
+    def _check_content(self, body: bytes) -> str | None:
+        config = self.shared.config
+        head, _ = split_header(body)
+        if len(head) > config.max_header_size:
+            return replies.HEADER_TOO_BIG.format(limit=config.max_header_size)
+        if len(body) > config.max_line_length:
+            longest = max(map(len, body.split(b"\r\n")))
+            if longest > config.max_line_length:
+                return replies.LINE_TOO_LONG.format(limit=config.max_line_length)
+        return None

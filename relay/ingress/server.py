@@ -1,0 +1,121 @@
+"""The SMTP role: listeners from [smtp], serving until `stopping` is set, then draining.
+
+Input: Config, Database, the stopping event. Output: none. Side effects: listens on
+smtp.listen (STARTTLS when a cert is configured) and smtp.tls_listen (implicit TLS); on stop
+refuses new connections with 421, lets sessions in DATA finish (bounded), then returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import ssl
+
+from relay import log
+from relay.config import Config, split_hostport
+from relay.errors import ConfigError, NotFound
+from relay.ingress.auth import Authenticator, AuthThrottle
+from relay.ingress.handler import Shared, SubmissionSMTP
+from relay.ingress.tls import server_context
+from relay.intake import Intake, Settings
+from relay.render.tokens import load_keyring
+from relay.store.db import Database
+from relay.store.tenants import get_tenant
+
+logger = log.get("relay.ingress")
+DRAIN_S = 30.0
+
+
+async def build_shared(config: Config, db: Database) -> Shared:
+    smtp = config.smtp
+    trusted_tenant = None
+    if smtp.trusted_networks:
+        if not smtp.trusted_tenant:
+            raise ConfigError(
+                "smtp.trusted_tenant", "required when smtp.trusted_networks is set"
+            )
+        try:
+            trusted_tenant = await get_tenant(db, smtp.trusted_tenant)
+        except NotFound as e:
+            raise ConfigError("smtp.trusted_tenant", str(e)) from None
+    return Shared(
+        config=smtp,
+        db=db,
+        intake=Intake(db, Settings(smtp.hostname, smtp.campaign_header)),
+        authenticator=Authenticator(db),
+        throttle=AuthThrottle(
+            smtp.auth_failures_before_delay, smtp.auth_failures_before_block,
+            smtp.auth_block_time,
+        ),
+        bounce_domain=config.bounce.domain.lower().rstrip("."),
+        trusted_tenant=trusted_tenant,
+        trusted=[ipaddress.ip_network(n, strict=False) for n in smtp.trusted_networks],
+        keyring=load_keyring(config),
+        bounce=config.bounce,
+    )
+
+
+async def start(config: Config, db: Database) -> tuple[Shared, list[asyncio.Server]]:
+    """Bind every listener; returns the shared state and the servers (for tests and run)."""
+    shared = await build_shared(config, db)
+    smtp = config.smtp
+    context: ssl.SSLContext | None = None
+    if smtp.tls_cert:
+        context = server_context(smtp.tls_cert, smtp.tls_key)
+    loop = asyncio.get_running_loop()
+
+    def factory(tls_context: ssl.SSLContext | None) -> SubmissionSMTP:
+        return SubmissionSMTP(
+            shared,
+            hostname=smtp.hostname,
+            data_size_limit=smtp.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=tls_context,
+            timeout=smtp.idle_timeout,
+            auth_require_tls=False,  # we apply the rule ourselves (loopback is exempt)
+            loop=loop,
+        )
+
+    servers: list[asyncio.Server] = []
+    try:
+        for address in smtp.listen:
+            host, port = split_hostport(address)
+            servers.append(await loop.create_server(lambda: factory(context), host, port))
+        for address in smtp.tls_listen:
+            host, port = split_hostport(address)
+            servers.append(
+                await loop.create_server(lambda: factory(None), host, port, ssl=context)
+            )
+    except OSError as e:
+        for server in servers:
+            server.close()
+        raise ConfigError("smtp.listen", f"cannot listen: {e.strerror or e}") from None
+    logger.info("ingress.listening", listen=list(smtp.listen), tls_listen=list(smtp.tls_listen))
+    return shared, servers
+
+
+async def stop(shared: Shared, servers: list[asyncio.Server], drain_s: float = DRAIN_S) -> None:
+    """Refuse new sessions (421), wait for sessions in DATA, then close everything."""
+    shared.stopping = True
+    if shared.in_data:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(shared.no_data.wait(), drain_s)
+    for server in servers:
+        server.close()
+    for session in list(shared.sessions):
+        if session.transport is not None:
+            session.transport.close()
+    for server in servers:
+        await server.wait_closed()
+    await shared.intake.close()
+    logger.info("ingress.stopped")
+
+
+async def run(config: Config, db: Database, stopping: asyncio.Event) -> None:
+    shared, servers = await start(config, db)
+    try:
+        await stopping.wait()
+    finally:
+        await stop(shared, servers)

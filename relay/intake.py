@@ -1,0 +1,286 @@
+"""Intake: turns one accepted SMTP transaction into a stored message and its deliveries.
+
+Input: the sender (tenant, credential), envelope and raw bytes. Output: `Accepted` once the
+message is committed. Parses the header once (stdlib email, policy=default), tags
+recipients to/cc/bcc, reads and strips Bcc, the campaign header and X-Relay-* headers by
+editing the header bytes (the body is never re-serialized), adds a Message-ID when missing.
+Commits go through one `GroupCommitter` task: concurrent messages share a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage
+from email.parser import HeaderParser
+from email.policy import default as default_policy
+from typing import Any
+
+from relay import log
+from relay.addresses import InvalidAddress, normalize
+from relay.errors import RelayError, StoreUnavailable
+from relay.store.db import Database, describe_error, utcnow
+from relay.store.messages import NewMessage, NewRecipient, campaign_for, insert_batch
+from relay.store.tenants import Credential, Tenant
+
+logger = log.get("relay.intake")
+_parser = HeaderParser(policy=default_policy)
+MAX_BATCH = 200
+
+REPLY_SENDER_DOMAIN = "550 5.7.1 {what} domain {domain!r} is not allowed for this account"
+REPLY_STORE_DOWN = "451 4.3.0 Temporary problem storing the message, please retry later"
+REPLY_BAD_HEADER = "550 5.6.0 {problem}"
+
+
+class Rejected(RelayError):
+    """The message is refused; `reply` is the full SMTP reply (code, status, sentence)."""
+
+    def __init__(self, reply: str) -> None:
+        self.reply = reply
+        super().__init__(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    message_id: int  # messages.id
+    message_id_header: str
+    states: dict[str, str]  # recipient key → delivery state (queued | held | suppressed)
+
+
+def sender_domain_allowed(tenant: Tenant, domain: str) -> bool:
+    return not tenant.sender_domains or domain.lower() in tenant.sender_domains
+
+
+def check_mail_from(tenant: Tenant, mail_from: str) -> None:
+    """Raise Rejected unless MAIL FROM's domain is allowed ('' = null sender, allowed)."""
+    if not mail_from:
+        return
+    domain = mail_from.rpartition("@")[2]
+    if not sender_domain_allowed(tenant, domain):
+        raise Rejected(REPLY_SENDER_DOMAIN.format(what="MAIL FROM", domain=domain))
+
+
+def _header_fields(block: bytes) -> list[bytes]:
+    """Split a header block into fields, each with its folded continuation lines."""
+    fields: list[bytes] = []
+    for line in block.splitlines(keepends=True):
+        if fields and line[:1] in (b" ", b"\t"):
+            fields[-1] += line
+        else:
+            fields.append(line)
+    return fields
+
+
+def split_header(raw: bytes) -> tuple[bytes, bytes]:
+    """(header block including its final line break, rest: blank line + body)."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        end = raw.find(sep)
+        if end >= 0:
+            cut = end + len(sep) // 2
+            return raw[:cut], raw[cut:]
+    return raw, b""
+
+
+def strip_headers(raw: bytes, drop: set[str], drop_prefix: str) -> bytes:
+    """The raw message without header fields named in `drop` (lowercase) or the prefix."""
+    head, rest = split_header(raw)
+    kept = []
+    for f in _header_fields(head):
+        name = f.split(b":", 1)[0].strip().decode("ascii", "replace").lower()
+        if name in drop or name.startswith(drop_prefix):
+            continue
+        kept.append(f)
+    return b"".join(kept) + rest
+
+
+def _addresses(msg: EmailMessage, name: str) -> set[str]:
+    keys: set[str] = set()
+    for value in msg.get_all(name) or ():
+        for addr in getattr(value, "addresses", ()):
+            if isinstance(addr, HeaderAddress) and addr.addr_spec:
+                try:
+                    keys.add(normalize(addr.addr_spec).key)
+                except InvalidAddress:
+                    continue
+    return keys
+
+
+def parse_send_at(value: str) -> datetime:
+    """RFC 3339 or RFC 5322 date → naive UTC."""
+    text = value.strip()
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            raise Rejected(
+                REPLY_BAD_HEADER.format(
+                    problem=f"X-Relay-Send-At {text!r} is not an RFC 3339 or RFC 5322 date"
+                )
+            ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    hostname: str
+    campaign_header: str = "X-Campaign-ID"
+
+
+class Intake:
+    """Validates and prepares messages, then commits them through the group committer."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.committer = GroupCommitter(db)
+
+    async def submit(
+        self,
+        tenant: Tenant,
+        credential: Credential | None,
+        mail_from: str,
+        rcpt_tos: list[str],
+        raw: bytes,
+        smtputf8: bool = False,
+    ) -> Accepted:
+        """Store one message for these envelope recipients; raises Rejected or StoreUnavailable."""
+        check_mail_from(tenant, mail_from)
+        # Only the header is parsed, once; UTF-8 headers (RFC 6532) decode as such.
+        head_text = split_header(raw)[0].decode("utf-8", "replace")
+        msg: EmailMessage = _parser.parsestr(head_text)  # type: ignore[assignment]
+        from_keys = _addresses(msg, "from")
+        for key in from_keys:
+            domain = key.rpartition("@")[2]
+            if not sender_domain_allowed(tenant, domain):
+                raise Rejected(REPLY_SENDER_DOMAIN.format(what="From header", domain=domain))
+        campaign_name = str(msg.get(self.settings.campaign_header, "") or "").strip()
+        options: dict[str, Any] = {}
+        for name, value in msg.items():
+            lname = name.lower()
+            if lname.startswith("x-relay-"):
+                options[lname[len("x-relay-"):].replace("-", "_")] = str(value).strip()
+        next_attempt_at = parse_send_at(options["send_at"]) if "send_at" in options else None
+        no_suppression = options.get("no_suppression") == "1" and bool(
+            credential and credential.allow_no_suppression
+        )
+        campaign_id, held = None, tenant.hold or bool(credential and credential.hold)
+        if campaign_name:
+            campaign_id, state = await self._campaign(tenant.id, campaign_name[:255])
+            held = held or state == "paused"
+        stored = strip_headers(
+            raw, {"bcc", self.settings.campaign_header.lower()}, "x-relay-"
+        )
+        message_id_header = str(msg.get("message-id", "") or "").strip()
+        if not message_id_header:
+            message_id_header = f"<{secrets.token_hex(12)}@{self.settings.hostname}>"
+            stored = f"Message-ID: {message_id_header}\r\n".encode() + stored
+        to_keys, cc_keys = _addresses(msg, "to"), _addresses(msg, "cc")
+        recipients: list[NewRecipient] = []
+        for rcpt in rcpt_tos:
+            try:
+                addr = normalize(rcpt)
+            except InvalidAddress as e:
+                raise Rejected(f"553 5.1.3 {e}") from None
+            kind = "to" if addr.key in to_keys else "cc" if addr.key in cc_keys else "bcc"
+            recipients.append(NewRecipient(addr.address, addr.key, addr.domain, kind))
+        row = {
+            "tenant_id": tenant.id,
+            "credential_id": credential.id if credential else None,
+            "campaign_id": campaign_id,
+            "message_id_header": message_id_header[:998],
+            "mail_from": mail_from,
+            "from_header": str(msg.get("from", "") or "")[:998],
+            "subject": str(msg.get("subject", "") or "")[:998],
+            "size": len(stored),
+            "raw": stored,
+            "raw_encoding": "identity",
+            "smtputf8": smtputf8,
+            "options": options,
+            "received_at": utcnow(),
+        }
+        item = NewMessage(
+            tenant.id, row, recipients, held=held, check_suppression=not no_suppression,
+            next_attempt_at=next_attempt_at,
+        )
+        message_id = await self.committer.commit(item)
+        logger.info(
+            "message.accepted", message_id=message_id, tenant=tenant.name,
+            recipients=len(recipients), size=len(stored),
+        )
+        return Accepted(message_id, message_id_header, dict(item.states))
+
+    async def _campaign(self, tenant_id: int, name: str) -> tuple[int, str]:
+        try:
+            return await campaign_for(self.db, tenant_id, name)
+        except Exception as e:  # noqa: BLE001 - any driver error: the store is unavailable
+            raise StoreUnavailable(describe_error(e)) from e
+
+    async def close(self) -> None:
+        await self.committer.close()
+
+
+class GroupCommitter:
+    """One task commits everything queued since its last commit in a single transaction.
+
+    Each caller awaits its own future, resolved only after the commit returned (on SQLite,
+    fsync'd: synchronous=FULL). A failed transaction fails the whole batch: nothing of it is
+    kept, and every caller answers 451.
+    """
+
+    def __init__(self, db: Database, max_batch: int = MAX_BATCH) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[NewMessage, asyncio.Future[int]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self.commits = 0  # transactions committed (for metrics and tests)
+
+    async def commit(self, item: NewMessage) -> int:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="intake.committer")
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            live = [(i, f) for i, f in batch if not f.cancelled()]
+            if not live:
+                continue
+            try:
+                async with self.db.write() as conn:
+                    ids = await insert_batch(conn, [i for i, _ in live])
+                self.commits += 1
+            except asyncio.CancelledError:
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(StoreUnavailable("intake is shutting down"))
+                raise
+            except Exception as e:  # noqa: BLE001 - any driver error fails the batch
+                logger.error("intake.commit_failed", error=describe_error(e), batch=len(live))
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(StoreUnavailable(describe_error(e)))
+                continue
+            for (_, f), message_id in zip(live, ids, strict=True):
+                if not f.done():
+                    f.set_result(message_id)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

@@ -1,0 +1,146 @@
+"""Writing accepted messages: one transaction for a batch of messages (group commit).
+
+Input: `NewMessage`s prepared by intake (message row values + one row per recipient).
+Output: the new message ids. Side effects: inserts `messages`, `deliveries`, upserts
+`recipients` (counts, first/last seen); campaigns are created on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.mysql import insert as mysql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.store.db import Database, utcnow
+from relay.store.suppressions import suppressed_among
+from relay.store.tables import campaigns, deliveries, messages, recipients
+
+
+@dataclass(slots=True)
+class NewRecipient:
+    recipient: str  # as given, domain normalized
+    key: str  # lowercased matching key
+    domain: str
+    rcpt_type: str  # to | cc | bcc
+
+
+@dataclass(slots=True)
+class NewMessage:
+    """One accepted message; `row` holds the `messages` column values except ids."""
+
+    tenant_id: int
+    row: dict[str, Any]
+    recipients: list[NewRecipient]
+    held: bool = False
+    check_suppression: bool = True
+    next_attempt_at: datetime | None = None
+    states: dict[str, str] = field(default_factory=dict)  # key → state, filled on insert
+
+
+async def campaign_for(db: Database, tenant_id: int, name: str) -> tuple[int, str]:
+    """The campaign's (id, state), created on first use; safe against a concurrent create."""
+    query = select(campaigns.c.id, campaigns.c.state).where(
+        campaigns.c.tenant_id == tenant_id, campaigns.c.name == name
+    )
+    async with db.read() as conn:
+        row = (await conn.execute(query)).first()
+    if row is not None:
+        return int(row.id), str(row.state)
+    try:
+        async with db.write() as conn:
+            result = await conn.execute(
+                campaigns.insert().values(
+                    tenant_id=tenant_id, name=name, state="active", settings={},
+                    created_at=utcnow(),
+                )
+            )
+            return int(result.inserted_primary_key[0]), "active"  # type: ignore[index]
+    except IntegrityError:
+        # Another session created it between our read and our insert.
+        async with db.read() as conn:
+            row = (await conn.execute(query)).one()
+        return int(row.id), str(row.state)
+
+
+async def insert_batch(conn: AsyncConnection, batch: Sequence[NewMessage]) -> list[int]:
+    """Insert every message of the batch with its deliveries; returns message ids in order."""
+    now = utcnow()
+    ids: list[int] = []
+    delivery_rows: list[dict[str, Any]] = []
+    seen: dict[tuple[int, str], int] = {}
+    # One suppression lookup per tenant for the whole batch, not one per message.
+    wanted: dict[int, set[str]] = {}
+    for item in batch:
+        if item.check_suppression:
+            wanted.setdefault(item.tenant_id, set()).update(r.key for r in item.recipients)
+    suppressed_by_tenant = {
+        tenant_id: await suppressed_among(conn, tenant_id, keys, now)
+        for tenant_id, keys in wanted.items()
+    }
+    for item in batch:
+        result = await conn.execute(messages.insert().values(**item.row))
+        message_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+        ids.append(message_id)
+        suppressed = suppressed_by_tenant.get(item.tenant_id, {}) if item.check_suppression else {}
+        for r in item.recipients:
+            state = "suppressed" if r.key in suppressed else "held" if item.held else "queued"
+            item.states[r.key] = state
+            delivery_rows.append(
+                {
+                    "message_id": message_id,
+                    "tenant_id": item.tenant_id,
+                    "campaign_id": item.row.get("campaign_id"),
+                    "recipient": r.recipient,
+                    "recipient_key": r.key,
+                    "domain": r.domain,
+                    "rcpt_type": r.rcpt_type,
+                    "state": state,
+                    "attempts": 0,
+                    "next_attempt_at": item.next_attempt_at or now,
+                    "created_at": now,
+                    "updated_at": now,
+                    "final_at": now if state == "suppressed" else None,
+                }
+            )
+            counter_key = (item.tenant_id, r.key)
+            seen[counter_key] = seen.get(counter_key, 0) + 1
+    if delivery_rows:
+        await conn.execute(deliveries.insert(), delivery_rows)
+    await _upsert_recipients(conn, seen, now)
+    return ids
+
+
+async def _upsert_recipients(
+    conn: AsyncConnection, seen: dict[tuple[int, str], int], now: datetime
+) -> None:
+    # Sorted so that concurrent batches take row locks in the same order (no deadlocks).
+    rows = [
+        {"tenant_id": t, "email": k, "status": "active", "first_seen_at": now,
+         "last_seen_at": now, "messages_count": n}
+        for (t, k), n in sorted(seen.items())
+    ]
+    if not rows:
+        return
+    if conn.dialect.name in ("mysql", "mariadb"):
+        mq = mysql_insert(recipients)
+        stmt = mq.on_duplicate_key_update(
+            last_seen_at=mq.inserted.last_seen_at,
+            messages_count=recipients.c.messages_count + mq.inserted.messages_count,
+        )
+    else:
+        sq = sqlite_insert(recipients)
+        stmt = sq.on_conflict_do_update(
+            index_elements=["tenant_id", "email"],
+            set_={
+                "last_seen_at": sq.excluded.last_seen_at,
+                "messages_count": recipients.c.messages_count + sq.excluded.messages_count,
+            },
+        )
+    await conn.execute(stmt, rows)
