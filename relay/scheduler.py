@@ -93,7 +93,8 @@ class Scheduler:
         self._results: list[tuple[Delivery, Outcome]] = []
         self._have_results = asyncio.Event()
         self._raw: dict[int, bytes] = {}
-        self._open: set[int] = set()  # leased by us, outcome not yet written
+        self._open: set[int] = set()
+        self._writer_done = asyncio.Event()  # leased by us, outcome not yet written
 
     async def fill(self) -> int:
         """Lease as many due deliveries as the window has room for and start them."""
@@ -153,7 +154,13 @@ class Scheduler:
             return 0
         batch, self._results = self._results, []
         self._have_results.clear()
-        await record_outcomes(self.db, self.owner, batch, self.policy, self.clock(), self.rng)
+        try:
+            await record_outcomes(self.db, self.owner, batch, self.policy, self.clock(), self.rng)
+        except BaseException:
+            # Not written (database trouble or cancelled): keep them for the next flush.
+            self._results[:0] = batch
+            self._have_results.set()
+            raise
         self._open.difference_update(d.id for d, _ in batch)
         if not self.in_flight:
             self._raw.clear()  # nothing is using the cached originals any more
@@ -195,15 +202,20 @@ class Scheduler:
                 waiters[0].cancel()
         finally:
             await self._drain()
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            self._writer_done.set()
+            self._have_results.set()
+            await asyncio.gather(writer, return_exceptions=True)  # lets a running write finish
             await self.flush()
             await self.transport.close()
 
     async def _write_loop(self, stopping: asyncio.Event) -> None:
-        while True:
+        while not self._writer_done.is_set():
             await self._have_results.wait()
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception as e:  # noqa: BLE001 - database trouble: keep the outcomes, retry
+                logger.warning("delivery.outcome_write_failed", error=str(e))
+                await asyncio.sleep(1.0)
 
     async def _drain(self) -> None:
         pending = set(self.in_flight.values())
