@@ -11,7 +11,7 @@ import importlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-from relay import log
+from relay import log, sdnotify
 from relay.config import Config
 from relay.errors import RelayError
 from relay.store.db import Database, check_schema, upgrade
@@ -79,9 +79,24 @@ async def run(config: Config, roles: Sequence[str]) -> int:
         async with asyncio.TaskGroup() as group:
             for name, role in entry_points.items():
                 group.create_task(role(config, db, stopping), name=f"role:{name}")
+            await asyncio.sleep(0)  # let the roles bind their listeners first
+            sdnotify.notify("READY=1", f"STATUS=serving roles {','.join(roles)}")
+            if (interval := sdnotify.watchdog_interval_s()) is not None:
+                group.create_task(_watchdog(interval, stopping), name="watchdog")
+            await stopping.wait()
+            sdnotify.notify("STOPPING=1", "STATUS=draining")
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await db.dispose()
     logger.info("service.stopped")
     return 0
+
+
+async def _watchdog(interval_s: float, stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
+        sdnotify.notify("WATCHDOG=1")
+        try:
+            await asyncio.wait_for(stopping.wait(), interval_s)
+        except TimeoutError:
+            pass

@@ -115,3 +115,16 @@ def test_pending_commands_say_so(tmp_path: Path) -> None:
 def test_usage_error_exit_2(tmp_path: Path) -> None:
     out = relay("tenants", "frobnicate", cwd=tmp_path)
     assert out.returncode == 2
+
+
+def test_queue_tools_from_the_command_line(tmp_path: Path) -> None:
+    assert relay("migrate", cwd=tmp_path).returncode == 0
+    assert relay("tenants", "add", "shop", cwd=tmp_path).returncode == 0
+    listed = relay("queue", "list", "--json", cwd=tmp_path)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+    missing = relay("queue", "show", "42", cwd=tmp_path)
+    assert missing.returncode == 1 and "no message with id 42" in missing.stderr
+    retried = relay("queue", "retry", "--all-deferred", "--json", cwd=tmp_path)
+    assert json.loads(retried.stdout) == {"requeued": 0}
+    usage = relay("history", cwd=tmp_path)
+    assert usage.returncode == 2

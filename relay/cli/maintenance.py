@@ -11,14 +11,10 @@ from relay.cli._context import Context
 
 PENDING = {
     "dkim": "DKIM key generation (`relay dkim keygen`)",
-    "queue": "queue tools (`relay queue list|show|retry|delete`)",
     "suppressions": "the suppression list tools",
-    "history": "per-recipient history",
-    "status": "the status overview",
     "bench": "the benchmark harness",
     "bounces": "bounce classification tools",
     "accounts": "smarthost account tools",
-    "prune": "retention pruning",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from relay.cli._args import command
@@ -17,12 +18,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--role",
         default=",".join(ROLES),
-        help=f"comma-separated roles to run on this machine (default: all of {','.join(ROLES)})",
+        help="roles to run on this machine, separated by commas or dashes "
+        f"(default: all of {','.join(ROLES)})",
     )
 
 
 def parse_roles(value: str) -> tuple[str, ...]:
-    roles = tuple(r.strip() for r in value.split(",") if r.strip())
+    # Commas on the command line; dashes too, since systemd instance names cannot hold commas.
+    roles = tuple(r.strip() for r in re.split(r"[,-]", value) if r.strip())
     unknown = [r for r in roles if r not in ROLES]
     if unknown or not roles:
         raise ConfigError("--role", f"expected some of {', '.join(ROLES)}, got {value!r}")

@@ -1,0 +1,63 @@
+"""`relay prune`: apply the retention settings (old bodies, old events, expired suppressions)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from rich.progress import Progress, SpinnerColumn, TextColumn
+
+from relay.cli._args import command
+from relay.cli._context import Context
+from relay.cli._output import emit_one
+from relay.store.retention import prune
+
+
+def register(sub: Any) -> None:
+    p = command(
+        sub,
+        "prune",
+        run_prune,
+        "delete raw bodies and events past their retention, in small batches",
+        json=True,
+    )
+    p.add_argument("--messages-days", type=int, help="override retention.messages_days")
+    p.add_argument("--events-days", type=int, help="override retention.events_days")
+    p.add_argument("--batch", type=int, default=500, help="rows per transaction (default 500)")
+
+
+async def run_prune(args: argparse.Namespace, ctx: Context) -> int:
+    r = ctx.config.retention
+    messages_days = args.messages_days or r.messages_days
+    events_days = args.events_days or r.events_days
+    show = sys.stderr.isatty() and not args.json
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), disable=not show, transient=True
+    ) as bar:
+        task = bar.add_task("pruning…")
+        done = {"bodies": 0, "events": 0}
+
+        def progress(kind: str, n: int) -> None:
+            done[kind] += n
+            bar.update(task, description=f"pruned {done['bodies']} bodies, {done['events']} events")
+
+        async with ctx.database() as db:
+            result = await prune(db, messages_days, events_days, args.batch, progress=progress)
+    record = {
+        "bodies": result.bodies,
+        "events": result.events,
+        "expired_suppressions": result.suppressions,
+        "messages_days": messages_days,
+        "events_days": events_days,
+    }
+    emit_one(
+        record,
+        args.json,
+        [
+            f"pruned {result.bodies} message bodies older than {messages_days} days, "
+            f"{result.events} events older than {events_days} days, "
+            f"{result.suppressions} expired suppressions"
+        ],
+    )
+    return 0

@@ -1,0 +1,188 @@
+"""Queries behind the operator's queue tools: list, show, retry, delete, history.
+
+In the spirit of mailq / postqueue / postsuper: read the queue without leasing anything, make
+deferred or failed deliveries due now, cancel what should not go out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, select, update
+
+from relay.errors import NotFound
+from relay.model import FINAL_STATES, DeliveryState
+from relay.store.db import Database, utcnow
+from relay.store.tables import campaigns, deliveries, delivery_attempts, messages, tenants
+
+RETRYABLE = (DeliveryState.DEFERRED, DeliveryState.FAILED, DeliveryState.QUEUED)
+# Deliveries a `queue delete` may cancel: everything not final and not in a worker's hands.
+CANCELLABLE = (DeliveryState.QUEUED, DeliveryState.DEFERRED, DeliveryState.HELD)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueFilter:
+    state: str | None = None
+    domain: str | None = None
+    campaign: str | None = None
+    tenant: str | None = None
+    email: str | None = None
+    limit: int = 100
+
+
+def _delivery_columns() -> list[Any]:
+    return [
+        deliveries.c.id,
+        deliveries.c.message_id,
+        tenants.c.name.label("tenant"),
+        campaigns.c.name.label("campaign"),
+        deliveries.c.recipient,
+        deliveries.c.rcpt_type,
+        deliveries.c.state,
+        deliveries.c.attempts,
+        deliveries.c.next_attempt_at,
+        deliveries.c.last_reply,
+        deliveries.c.created_at,
+        deliveries.c.updated_at,
+    ]
+
+
+async def list_deliveries(db: Database, f: QueueFilter) -> list[dict[str, Any]]:
+    query = (
+        select(*_delivery_columns())
+        .join(tenants, tenants.c.id == deliveries.c.tenant_id)
+        .outerjoin(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+    )
+    if f.state:
+        query = query.where(deliveries.c.state == f.state)
+    else:  # like mailq: what is still in the queue
+        query = query.where(deliveries.c.state.not_in([s.value for s in FINAL_STATES]))
+    if f.domain:
+        query = query.where(deliveries.c.domain == f.domain.lower())
+    if f.campaign:
+        query = query.where(campaigns.c.name == f.campaign)
+    if f.tenant:
+        query = query.where(tenants.c.name == f.tenant)
+    if f.email:
+        query = query.where(deliveries.c.recipient_key == f.email.lower())
+    query = query.order_by(deliveries.c.id).limit(f.limit)
+    async with db.read() as conn:
+        return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def history(db: Database, f: QueueFilter) -> list[dict[str, Any]]:
+    """Every delivery (final or not) for a campaign or an address, oldest first."""
+    query = (
+        select(*_delivery_columns())
+        .join(tenants, tenants.c.id == deliveries.c.tenant_id)
+        .outerjoin(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+    )
+    if f.campaign:
+        query = query.where(campaigns.c.name == f.campaign)
+    if f.email:
+        query = query.where(deliveries.c.recipient_key == f.email.strip().lower())
+    if f.tenant:
+        query = query.where(tenants.c.name == f.tenant)
+    query = query.order_by(deliveries.c.created_at, deliveries.c.id).limit(f.limit)
+    async with db.read() as conn:
+        return [dict(row._mapping) for row in await conn.execute(query)]
+
+
+async def show_message(db: Database, message_id: int) -> dict[str, Any]:
+    """A message with its deliveries and every attempt of each."""
+    async with db.read() as conn:
+        msg = (
+            await conn.execute(
+                select(
+                    messages.c.id,
+                    tenants.c.name.label("tenant"),
+                    campaigns.c.name.label("campaign"),
+                    messages.c.message_id_header,
+                    messages.c.mail_from,
+                    messages.c.from_header,
+                    messages.c.subject,
+                    messages.c.size,
+                    messages.c.received_at,
+                    messages.c.pruned_at,
+                )
+                .join(tenants, tenants.c.id == messages.c.tenant_id)
+                .outerjoin(campaigns, campaigns.c.id == messages.c.campaign_id)
+                .where(messages.c.id == message_id)
+            )
+        ).first()
+        if msg is None:
+            raise NotFound(f"no message with id {message_id} (see `relay queue list`)")
+        rows = await conn.execute(
+            select(*_delivery_columns())
+            .join(tenants, tenants.c.id == deliveries.c.tenant_id)
+            .outerjoin(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+            .where(deliveries.c.message_id == message_id)
+            .order_by(deliveries.c.id)
+        )
+        found = [dict(r._mapping) for r in rows]
+        attempts = await conn.execute(
+            select(delivery_attempts)
+            .join(deliveries, deliveries.c.id == delivery_attempts.c.delivery_id)
+            .where(deliveries.c.message_id == message_id)
+            .order_by(delivery_attempts.c.started_at)
+        )
+        by_delivery: dict[int, list[dict[str, Any]]] = {}
+        for a in attempts:
+            by_delivery.setdefault(a.delivery_id, []).append(dict(a._mapping))
+    for d in found:
+        d["attempt_log"] = by_delivery.get(d["id"], [])
+    return {**dict(msg._mapping), "deliveries": found}
+
+
+async def retry(db: Database, message_id: int | None = None, all_deferred: bool = False) -> int:
+    """Make deferred/failed (and queued) deliveries due now; returns how many."""
+    now = utcnow()
+    condition: Any
+    if all_deferred:
+        condition = deliveries.c.state == DeliveryState.DEFERRED.value
+    elif message_id is not None:
+        condition = and_(
+            deliveries.c.message_id == message_id,
+            deliveries.c.state.in_([s.value for s in RETRYABLE]),
+        )
+    else:
+        raise ValueError("retry needs a message id or all_deferred")
+    async with db.write() as conn:
+        result = await conn.execute(
+            update(deliveries)
+            .where(condition, deliveries.c.lease_owner.is_(None))
+            .values(
+                state=DeliveryState.QUEUED.value, next_attempt_at=now, updated_at=now, final_at=None
+            )
+        )
+    return int(result.rowcount)
+
+
+async def cancel_message(db: Database, message_id: int) -> tuple[int, int]:
+    """Cancel a message's unsent deliveries. Returns (cancelled, in_flight_left_alone)."""
+    now = utcnow()
+    async with db.write() as conn:
+        exists = (
+            await conn.execute(select(messages.c.id).where(messages.c.id == message_id))
+        ).first()
+        if exists is None:
+            raise NotFound(f"no message with id {message_id} (see `relay queue list`)")
+        result = await conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.message_id == message_id,
+                deliveries.c.state.in_([s.value for s in CANCELLABLE]),
+                deliveries.c.lease_owner.is_(None),
+            )
+            .values(state=DeliveryState.CANCELLED.value, updated_at=now, final_at=now)
+        )
+        busy = (
+            await conn.execute(
+                select(deliveries.c.id).where(
+                    deliveries.c.message_id == message_id,
+                    deliveries.c.state.not_in([s.value for s in FINAL_STATES]),
+                )
+            )
+        ).all()
+    return int(result.rowcount), len(busy)
