@@ -31,6 +31,7 @@ from relay.model import (
     SuppressionReason,
 )
 from relay.store import suppressions
+from relay.store.accounts import bump_usage, day_start
 from relay.store.db import Database
 from relay.store.tables import deliveries, delivery_attempts, recipient_events, recipients
 
@@ -212,6 +213,10 @@ async def _apply(
             .where(recipients.c.tenant_id == delivery.tenant_id, recipients.c.email == key)
             .values(**changes)
         )
+    if outcome.account and state in (DeliveryState.DELIVERED, DeliveryState.BOUNCED):
+        # Shared between nodes: daily limits, warm-up and the hard-bounce rate read these.
+        bounced = int(state is DeliveryState.BOUNCED)
+        await bump_usage(conn, f"account:{outcome.account}", "day", day_start(now), 1, bounced)
     if state is DeliveryState.BOUNCED:
         await suppressions.add(
             conn,

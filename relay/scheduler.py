@@ -16,7 +16,7 @@ import random
 import socket
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from relay import log
@@ -24,6 +24,7 @@ from relay.config import Config
 from relay.errors import ConfigError
 from relay.model import Delivery, Outcome, SmtpReply
 from relay.outcome import SUPPRESSED_DETAIL, Policy, record_outcomes
+from relay.store import accounts
 from relay.store import deliveries as queue
 from relay.store.db import Database, utcnow
 from relay.store.suppressions import suppressed_among
@@ -95,6 +96,30 @@ class Scheduler:
         self._raw: dict[int, bytes] = {}
         self._open: set[int] = set()
         self._writer_done = asyncio.Event()  # leased by us, outcome not yet written
+
+    async def sync_accounts(self) -> None:
+        """Share pool state through the database: pauses both ways, usage and warm-up in."""
+        from relay.transport.pool import SmarthostPool
+
+        pool = self.transport
+        if not isinstance(pool, SmarthostPool):
+            return
+        now = self.clock()
+        await accounts.ensure(self.db, [a.config.name for a in pool.accounts], now)
+        for account in pool.accounts:
+            if account.newly_paused:
+                left = max(account.paused_until - pool.clock(), 0.0)
+                await accounts.set_paused(
+                    self.db,
+                    account.config.name,
+                    True,
+                    now,
+                    account.paused_reason,
+                    now + timedelta(seconds=left),
+                )
+                account.newly_paused = False
+        await accounts.expire_pauses(self.db, now)
+        pool.sync(await accounts.read_all(self.db, now), now)
 
     async def fill(self) -> int:
         """Lease as many due deliveries as the window has room for and start them."""
@@ -168,6 +193,7 @@ class Scheduler:
 
     async def run_until_idle(self) -> None:
         """Deliver everything due now, then return (tests and benchmarks)."""
+        await self.sync_accounts()
         while True:
             started = await self.fill()
             if not started and not self.in_flight:
@@ -182,13 +208,14 @@ class Scheduler:
 
     async def serve(self, stopping: asyncio.Event) -> None:
         writer = asyncio.create_task(self._write_loop(stopping))
-        recovery_every_s = max(self.config.delivery.lease_time / 4, 1.0)
+        recovery_every_s = min(max(self.config.delivery.lease_time / 4, 1.0), 5.0)
         last_recovery = -recovery_every_s
         loop = asyncio.get_running_loop()
         try:
             while not stopping.is_set():
                 if loop.time() - last_recovery >= recovery_every_s:
                     last_recovery = loop.time()
+                    await self.sync_accounts()
                     recovered = await queue.recover_expired(self.db, self.clock())
                     if recovered:
                         logger.info("delivery.leases_recovered", count=recovered)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from relay.config import AccountConfig, Config, DeliveryConfig
 from relay.scheduler import Scheduler, build_transport
-from relay.store import suppressions
+from relay.store import accounts, suppressions
 from relay.store.db import Database, utcnow
 from relay.store.tables import deliveries, delivery_attempts, recipient_events
 from relay.transport.pool import SmarthostPool
@@ -226,3 +226,45 @@ async def test_serve_stops_and_releases(db: Database) -> None:
     # in-flight attempts were allowed to finish; nothing is left leased
     assert all(r.lease_owner is None for r in found.values())
     assert {r.state for r in found.values()} <= {"delivered", "queued"}
+
+
+async def test_daily_limit_and_warmup_hold_the_rest(db: Database) -> None:
+    await _queue(db, *[f"w{i}@example.com" for i in range(5)])
+    clock = Clock()
+    async with RecordingServer() as mx:
+        config = smarthost_config(mx.port, workers=1, retry_jitter=0.0)
+        account = config.delivery.accounts[0]
+        object.__setattr__(account, "warmup", [2, 4])
+        s = scheduler(config, db, clock)
+        await s.run_until_idle()
+        assert len(mx.messages) == 2  # day 1 of the ramp: 2
+        found = await _deliveries(db)
+        assert sorted(r.state for r in found.values()).count("deferred") == 3
+
+        clock.now += timedelta(days=1, minutes=1)  # day 2: 4 a day; the counter is per day
+        s2 = scheduler(config, db, clock)  # a fresh process reads the shared counters
+        await s2.run_until_idle()
+        await s.transport.close()
+        await s2.transport.close()
+    assert len(mx.messages) == 5
+    rows_ = await accounts.read_all(db, clock.now)
+    assert rows_[0].sent_today == 3
+
+
+async def test_pause_is_shared_and_resumable(db: Database) -> None:
+    await _queue(db, "a@example.com")
+    clock = Clock()
+    s = scheduler(smarthost_config(free_port()), db, clock, pause_after_failures=1)
+    await s.run_until_idle()
+    await s.sync_accounts()  # writes the pause
+    await s.transport.close()
+    (row,) = await accounts.read_all(db, clock.now)
+    assert row.paused and "consecutive" in (row.paused_reason or "")
+    other = scheduler(smarthost_config(free_port()), db, clock)
+    await other.sync_accounts()
+    pool = other.transport
+    assert isinstance(pool, SmarthostPool)
+    assert pool.accounts[0].paused_until > pool.clock()
+    await accounts.set_paused(db, "acct0", False, clock.now)
+    await other.sync_accounts()
+    assert pool.accounts[0].paused_until == 0.0

@@ -13,10 +13,12 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from relay import log
 from relay.config import AccountConfig, DeliveryConfig, read_secret
 from relay.model import Delivery, Outcome, SmtpReply
+from relay.store.accounts import AccountRow
 from relay.transport.session import Endpoint, SessionCache
 from relay.transport.smarthost import send_one
 
@@ -30,6 +32,12 @@ class AccountState:
     consecutive_failures: int = 0
     paused_until: float = 0.0
     paused_reason: str = ""
+    sent_today: int = 0  # from usage_counters at the last sync, plus what we sent since
+    limit_today: int = 0  # 0 = unlimited; daily_limit, raised by the warm-up ramp
+    newly_paused: bool = False  # to be written to the accounts table at the next sync
+
+    def at_limit(self) -> bool:
+        return self.limit_today > 0 and self.sent_today >= self.limit_today
 
 
 class SmarthostPool:
@@ -79,7 +87,7 @@ class SmarthostPool:
         now = self.clock()
         last: Outcome | None = None
         for account in self.order():
-            if account.paused_until > now:
+            if account.paused_until > now or account.at_limit():
                 continue
             outcome, found = await send_one(
                 self.cache,
@@ -92,6 +100,7 @@ class SmarthostPool:
             )
             if found is None or found.scope.value != "site":
                 account.consecutive_failures = 0
+                account.sent_today += 1
                 return outcome
             last = outcome
             account.consecutive_failures += 1
@@ -102,16 +111,43 @@ class SmarthostPool:
             logger.info("account.failover", account=account.config.name, reply=str(outcome.reply))
         if last is not None:
             return last
-        reply = SmtpReply(451, "every smarthost account is paused", "4.3.2")
+        reply = SmtpReply(451, "every smarthost account is paused or at its daily limit", "4.3.2")
         return Outcome(delivery.id, False, reply, self.name)
+
+    def sync(self, rows: list[AccountRow], now: datetime) -> None:
+        """Take the shared state (pauses, today's usage, warm-up day) from the database."""
+        by_name = {r.name: r for r in rows}
+        mono = self.clock()
+        for account in self.accounts:
+            row = by_name.get(account.config.name)
+            if row is None:
+                continue
+            account.sent_today = row.sent_today
+            account.limit_today = limit_for(account.config, row.warmup_started_at, now)
+            if row.paused and not account.newly_paused:
+                left = (row.paused_until - now).total_seconds() if row.paused_until else 1e9
+                account.paused_until = mono + max(left, 0.0)
+                account.paused_reason = row.paused_reason or "paused"
+            elif not row.paused and not account.newly_paused:
+                account.paused_until = 0.0
 
     def _pause(self, account: AccountState, now: float, reason: str) -> None:
         account.paused_until = now + self.pause_s
         account.paused_reason = reason
+        account.newly_paused = True
         logger.warning("account.paused", account=account.config.name, reason=reason)
 
     async def close(self) -> None:
         await self.cache.close()
+
+
+def limit_for(account: AccountConfig, warmup_started_at: datetime | None, now: datetime) -> int:
+    """Today's limit: the warm-up ramp's value for this day (capped by daily_limit)."""
+    if not account.warmup or warmup_started_at is None:
+        return account.daily_limit
+    day = max((now - warmup_started_at).days, 0)
+    ramp = account.warmup[min(day, len(account.warmup) - 1)]
+    return min(ramp, account.daily_limit) if account.daily_limit else ramp
 
 
 def _endpoint(account: AccountConfig, key: str) -> Endpoint:
