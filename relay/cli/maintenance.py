@@ -14,7 +14,6 @@ PENDING = {
     "suppressions": "the suppression list tools",
     "bench": "the benchmark harness",
     "bounces": "bounce classification tools",
-    "accounts": "smarthost account tools",
 }
 
 
