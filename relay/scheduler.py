@@ -61,7 +61,12 @@ def build_transport(config: Config) -> Transport:
     if d.mode == "smarthost":
         from relay.transport.pool import SmarthostPool
 
-        return SmarthostPool(d, d.helo_name or config.smtp.hostname)
+        return SmarthostPool(
+            d,
+            d.helo_name or config.smtp.hostname,
+            pause_after_failures=d.account_pause_after_failures,
+            pause_s=d.account_pause,
+        )
     raise ConfigError("delivery.mode", "'direct' is not available in this version yet")
 
 
