@@ -21,7 +21,6 @@ from typing import Protocol
 
 from relay import log
 from relay.config import Config
-from relay.errors import ConfigError
 from relay.model import Delivery, Outcome, SmtpReply
 from relay.outcome import SUPPRESSED_DETAIL, Policy, record_outcomes
 from relay.store import accounts
@@ -67,7 +66,18 @@ def build_transport(config: Config) -> Transport:
             pause_after_failures=d.account_pause_after_failures,
             pause_s=d.account_pause,
         )
-    raise ConfigError("delivery.mode", "'direct' is not available in this version yet")
+    from relay.transport.mx import DirectTransport, MxResolver
+    from relay.transport.session import SessionCache
+
+    resolver = MxResolver(d.dns_servers, d.dns_port, d.dns_timeout)
+    cache = SessionCache(
+        d.helo_name or config.smtp.hostname,
+        d.connect_timeout,
+        d.command_timeout,
+        d.messages_per_connection,
+        d.idle_connection_timeout,
+    )
+    return DirectTransport(resolver, cache, d.mx_port)
 
 
 def worker_name() -> str:
