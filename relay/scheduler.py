@@ -191,6 +191,7 @@ class Scheduler:
     async def flush(self) -> int:
         """Write every outcome collected so far in one transaction."""
         if not self._results:
+            self._have_results.clear()
             return 0
         batch, self._results = self._results, []
         self._have_results.clear()
@@ -208,24 +209,21 @@ class Scheduler:
 
     async def run_until_idle(self) -> None:
         """Deliver everything due now, then return (tests and benchmarks)."""
-        await self.sync_accounts()
-        while True:
-            started = await self.fill()
-            if not started and not self.in_flight:
-                await self.flush()
-                if not await self.fill():
-                    return
-            if self.in_flight:
-                await asyncio.wait(
-                    set(self.in_flight.values()), return_when=asyncio.FIRST_COMPLETED
-                )
-            await self.flush()
+        await self.serve(asyncio.Event(), until_idle=True)
 
-    async def serve(self, stopping: asyncio.Event) -> None:
-        writer = asyncio.create_task(self._write_loop(stopping))
+    def _room(self) -> bool:
+        # Refill in chunks, not one lease transaction per finished attempt.
+        chunk = max(1, min(self.config.delivery.batch_size, self.workers // 4))
+        return not self.in_flight or self.workers - len(self.in_flight) >= chunk
+
+    async def serve(self, stopping: asyncio.Event, until_idle: bool = False) -> None:
+        """Lease, send and record until `stopping` (or, with until_idle, nothing is due)."""
+        self._writer_done = asyncio.Event()
+        writer = asyncio.create_task(self._write_loop())
         recovery_every_s = min(max(self.config.delivery.lease_time / 4, 1.0), 5.0)
         last_recovery = -recovery_every_s
         loop = asyncio.get_running_loop()
+        stop_wait = asyncio.create_task(stopping.wait())
         try:
             while not stopping.is_set():
                 if loop.time() - last_recovery >= recovery_every_s:
@@ -234,25 +232,33 @@ class Scheduler:
                     recovered = await queue.recover_expired(self.db, self.clock())
                     if recovered:
                         logger.info("delivery.leases_recovered", count=recovered)
-                started = await self.fill()
+                started = await self.fill() if self._room() else 0
                 if started and len(self.in_flight) < self.workers:
                     continue
-                waiters = [asyncio.create_task(stopping.wait())]
-                if self.in_flight and len(self.in_flight) >= self.workers:
-                    waiters += list(self.in_flight.values())
+                if until_idle and not started and not self.in_flight:
+                    if not self._open:  # every outcome written
+                        break
+                    await asyncio.sleep(0.005)
+                    continue
+                waiters: set[asyncio.Future[object]] = {stop_wait, *self.in_flight.values()}  # type: ignore[arg-type]
                 await asyncio.wait(waiters, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
-                waiters[0].cancel()
         finally:
+            stop_wait.cancel()
             await self._drain()
             self._writer_done.set()
             self._have_results.set()
             await asyncio.gather(writer, return_exceptions=True)  # lets a running write finish
             await self.flush()
-            await self.transport.close()
+            if self._open:  # leased, never attempted or cut short: back to the queue
+                await queue.release(self.db, self.owner, sorted(self._open), self.clock())
+                self._open.clear()
+            if not until_idle:
+                await self.transport.close()
 
-    async def _write_loop(self, stopping: asyncio.Event) -> None:
+    async def _write_loop(self) -> None:
         while not self._writer_done.is_set():
             await self._have_results.wait()
+            self._have_results.clear()
             try:
                 await self.flush()
             except Exception as e:  # noqa: BLE001 - database trouble: keep the outcomes, retry
@@ -260,18 +266,14 @@ class Scheduler:
                 await asyncio.sleep(1.0)
 
     async def _drain(self) -> None:
+        """Let attempts in flight finish until DRAIN_S, then cancel the rest."""
         pending = set(self.in_flight.values())
         if pending:
             _done, late = await asyncio.wait(pending, timeout=DRAIN_S)
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        finished = {d.id for d, _ in self._results}
-        unfinished = sorted(self._open - finished)
         self.in_flight.clear()
-        self._open.difference_update(unfinished)
-        if unfinished:
-            await queue.release(self.db, self.owner, unfinished, self.clock())
 
 
 async def run(config: Config, db: Database, stopping: asyncio.Event) -> None:
