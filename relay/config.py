@@ -199,12 +199,43 @@ class TrackingConfig(_Section):
     previous_secrets: list[str] = []  # still accepted, so old mail keeps working after rotation
     exclude_domains: list[str] = []
     rewrite_text_links: bool = False
+    feedback_id: str = ""  # Feedback-ID header value added when the message has none
 
 
 class BounceConfig(_Section):
     domain: str = ""
     local_prefix: str = "bounces"
     verp: bool = True
+    # Soft bounces for one address: this many within the window suppress it (0 = never).
+    soft_bounce_limit: int = Field(default=5, ge=0)
+    soft_bounce_window: Duration = 7 * 86400.0
+    # Suppression lifetime per reason; 0 = forever.
+    hard_bounce_ttl: Duration = 90 * 86400.0
+    soft_bounce_ttl: Duration = 14 * 86400.0
+    complaint_ttl: Duration = 0.0
+    unsubscribe_ttl: Duration = 0.0
+    manual_ttl: Duration = 0.0
+    # How often a process re-reads the suppression change counter to refresh its cache.
+    suppression_refresh: Duration = 10.0
+
+    def ttl_s(self, reason: str) -> float:
+        """The lifetime of a suppression for this reason, in seconds; 0 = forever."""
+        return float(getattr(self, f"{reason}_ttl", 0.0))
+
+
+class BounceMailboxConfig(_Section):
+    """An IMAP mailbox to poll for bounces, for operators whose bounces land in one."""
+
+    host: str = ""  # empty = no polling
+    port: int = Field(default=993, ge=1, le=65535)
+    tls: Literal["ssl", "starttls", "none"] = "ssl"
+    user: str = ""
+    password: str = ""
+    password_file: str = ""
+    folder: str = "INBOX"
+    move_to: str = ""  # processed messages go here; empty = mark them seen and leave them
+    interval: Duration = 300.0
+    timeout: Duration = 60.0
 
 
 class DkimKeyConfig(_Section):
@@ -223,6 +254,10 @@ class RetentionConfig(_Section):
     events_days: int = Field(365, ge=1)
 
 
+class ServiceConfig(_Section):
+    drain_timeout: Duration = 30.0  # after SIGTERM: how long roles may drain before cancel
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console", "keyvalue"] = "auto"
@@ -236,8 +271,10 @@ class Config(_Section):
     delivery: DeliveryConfig = DeliveryConfig()
     tracking: TrackingConfig = TrackingConfig()
     bounce: BounceConfig = BounceConfig()
+    bounce_mailbox: BounceMailboxConfig = BounceMailboxConfig()
     dkim: DkimConfig = DkimConfig()
     retention: RetentionConfig = RetentionConfig()
+    service: ServiceConfig = ServiceConfig()
     log: LogConfig = LogConfig()
 
 

@@ -74,23 +74,36 @@ async def run(config: Config, roles: Sequence[str]) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    forced = False
     try:
         logger.info("service.starting", roles=list(roles))
         async with asyncio.TaskGroup() as group:
-            for name, role in entry_points.items():
+            role_tasks = [
                 group.create_task(role(config, db, stopping), name=f"role:{name}")
+                for name, role in entry_points.items()
+            ]
             await asyncio.sleep(0)  # let the roles bind their listeners first
             sdnotify.notify("READY=1", f"STATUS=serving roles {','.join(roles)}")
             if (interval := sdnotify.watchdog_interval_s()) is not None:
                 group.create_task(_watchdog(interval, stopping), name="watchdog")
             await stopping.wait()
             sdnotify.notify("STOPPING=1", "STATUS=draining")
+            _, late = await asyncio.wait(role_tasks, timeout=config.service.drain_timeout)
+            if late:
+                # Roles release their leases when cancelled; nothing committed is lost.
+                logger.warning("service.drain_timeout", roles=[t.get_name() for t in late])
+                for task in late:
+                    task.cancel()
+    except asyncio.CancelledError:
+        if not stopping.is_set():
+            raise
+        forced = True  # a second signal: stop now
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         await db.dispose()
-    logger.info("service.stopped")
-    return 0
+    logger.info("service.stopped", forced=forced)
+    return 1 if forced else 0
 
 
 async def _watchdog(interval_s: float, stopping: asyncio.Event) -> None:

@@ -1,0 +1,245 @@
+"""Bounce and complaint understanding, pure: no I/O.
+
+`classify_reply(SmtpReply)` classifies a synchronous SMTP failure; `parse(raw bytes)` reads an
+inbound report (RFC 3464 DSN, an MTA's plain-text bounce, RFC 5965 ARF, an auto-reply) into a
+`Report` with one classified result per recipient.
+"""
+
+from __future__ import annotations
+
+import re
+from email import message_from_bytes, policy
+from email.message import Message
+from email.utils import getaddresses
+
+from flufl.bounce import all_failures
+
+from relay.bounce.arf import parse_arf
+from relay.bounce.classify import classify, classify_reply, find_command, find_status
+from relay.bounce.dsn import address_of, diagnostic_of, status_blocks
+from relay.bounce.report import RecipientResult, Report, ReportType
+from relay.model import BounceKind
+
+__all__ = ["Report", "RecipientResult", "ReportType", "classify", "classify_reply", "parse"]
+
+AUTOREPLY_SUBJECT = re.compile(
+    r"^\s*(auto(matic)?[ -]?(reply|response|antwort)|out of (the )?office|abwesenheit|"
+    r"vacation|away from|r[ée]ponse automatique)",
+    re.IGNORECASE,
+)
+MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
+DIAG_WINDOW = 600
+CUT_RE = re.compile(
+    r"^[-=* ]*(original message|this is a copy|below this line|message headers follow|"
+    r"returned message|undelivered message|the original message|headers of the original)|"
+    r"^content-type: message/rfc822|^(received|return-path): ",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def parse(raw: bytes) -> Report:
+    """Parse one inbound message into a Report; never raises on malformed input."""
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    msg = message_from_bytes(raw, policy=policy.compat32)
+    verp = _verp_rcpt(msg)
+    arf = parse_arf(msg)
+    if arf is not None:
+        return _with(arf, verp)
+    original_id = _original_message_id(msg, raw)
+    blocks = status_blocks(msg)
+    if blocks:
+        results = tuple(_from_block(b, msg) for b in blocks)
+        results = tuple(r for r in results if r.recipient)
+        if results:
+            return Report(ReportType.DSN, results, original_id, verp_rcpt=verp)
+    report = _nonstandard(msg, original_id, verp)
+    if report.type == ReportType.UNKNOWN and _is_autoreply(msg):
+        return Report(ReportType.AUTOREPLY, (), original_id, verp_rcpt=verp)
+    return report
+
+
+def _with(report: Report, verp: str) -> Report:
+    return Report(
+        report.type, report.results, report.original_message_id, report.feedback_type, verp
+    )
+
+
+def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
+    recipient = address_of(block.get("final-recipient", "")) or address_of(
+        block.get("original-recipient", "")
+    )
+    action = block.get("action", "").strip().lower().split()[0:1]
+    act = action[0] if action else ""
+    diagnostic = diagnostic_of(block.get("diagnostic-code", ""))
+    status = find_status(block.get("status", ""))
+    text = diagnostic
+    if not text:
+        text = _body_near(msg, recipient)
+    c = classify(
+        status, text or "", None, act, find_command(f"{text} {_body_near(msg, recipient)}")
+    )
+    if not status and c.status:
+        status = c.status
+    return RecipientResult(
+        recipient,
+        act,
+        status,
+        diagnostic,
+        c.kind,
+        c.reason,
+        address_of(block.get("original-recipient", "")),
+    )
+
+
+def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # flufl's detectors are heuristics over arbitrary input
+        temporary, permanent = set(), set()
+    found = [(_addr(a), "failed") for a in permanent] + [(_addr(a), "delayed") for a in temporary]
+    found = [(a, act) for a, act in found if a]
+    if not found and _looks_like_bounce(msg):
+        found = [(a, "failed") for a in _plain_recipients(msg) or _original_recipients(msg)]
+    if not found:
+        # A bounce that names nobody we can find: still a bounce (for the VERP token to match),
+        # never mistaken for an auto-reply or ignored.
+        rtype = ReportType.NONSTANDARD if _looks_like_bounce(msg) else ReportType.UNKNOWN
+        return Report(rtype, (), original_id, verp_rcpt=verp)
+    results = []
+    for recipient, action in sorted(set(found)):
+        text = _body_near(msg, recipient)
+        c = classify("", text, None, action, find_command(text))
+        results.append(RecipientResult(recipient, action, c.status, text[:500], c.kind, c.reason))
+    return Report(ReportType.NONSTANDARD, tuple(results), original_id, verp_rcpt=verp)
+
+
+BOUNCE_SENDER = re.compile(
+    r"mailer-daemon|postmaster|mail delivery|mail ?administrator", re.IGNORECASE
+)
+BOUNCE_SUBJECT = re.compile(
+    r"fail|undeliver|undelivered|returned|delivery status|not delivered|rejected|"
+    r"non[- ]?remis|unzustellbar|could not be delivered|delivery problem|error",
+    re.IGNORECASE,
+)
+ADDRESS_RE = re.compile(r"<?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)>?")
+NOT_RECIPIENT_BEFORE = re.compile(
+    r"(mail from:?|from:|envelope-from|sender:?|return-path:?)\s*$", re.IGNORECASE
+)
+
+
+def _looks_like_bounce(msg: Message) -> bool:
+    return bool(
+        BOUNCE_SENDER.search(str(msg.get("from", "")))
+        or BOUNCE_SUBJECT.search(str(msg.get("subject", "")))
+    )
+
+
+def _plain_recipients(msg: Message) -> list[str]:
+    """Addresses named in the human-readable part that are not the bounce's own parties."""
+    body = _cut_original(_body_text(msg))
+    own = {a.lower() for _, a in getaddresses(msg.get_all("to", []) + msg.get_all("from", []))}
+    out: list[str] = []
+    for m in ADDRESS_RE.finditer(body):
+        addr = m.group(1).rstrip(".")
+        low = addr.lower()
+        if low in own or low in (a.lower() for a in out):
+            continue
+        if low.split("@")[0] in ("postmaster", "mailer-daemon"):
+            continue
+        if NOT_RECIPIENT_BEFORE.search(body[max(0, m.start() - 20) : m.start()]):
+            continue
+        out.append(addr)
+    return out[:20]
+
+
+def _original_recipients(msg: Message) -> list[str]:
+    """The To of the returned original: the last resort for a bounce naming nobody."""
+    for part in msg.walk():
+        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+            payload = part.get_payload()
+            inner = payload[0] if isinstance(payload, list) and payload else None
+            if isinstance(inner, Message):
+                return [a for _, a in getaddresses(inner.get_all("to", [])) if "@" in a]
+    text = _body_text(msg)
+    cut = CUT_RE.search(text)
+    if cut:
+        m = re.search(r"^to:\s*(.+)$", text[cut.start() :], re.IGNORECASE | re.MULTILINE)
+        if m:
+            return [a for _, a in getaddresses([m.group(1)]) if "@" in a]
+    return []
+
+
+def _cut_original(body: str) -> str:
+    cut = CUT_RE.search(body)
+    return body[: cut.start()] if cut else body
+
+
+def _addr(value: bytes | str) -> str:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    return text.strip().strip("<>") if "@" in text else ""
+
+
+def _body_text(msg: Message) -> str:
+    """The human-readable part(s) of a bounce, without the returned original message."""
+    chunks: list[str] = []
+    for part in msg.walk():
+        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+            break
+        if part.get_content_maintype() == "text" and not part.is_multipart():
+            raw = part.get_payload(decode=True)
+            if isinstance(raw, bytes):
+                text = raw.decode(part.get_content_charset() or "utf-8", "replace")
+                if part.get_content_subtype() == "html":
+                    text = re.sub(r"<[^>]+>", " ", text)
+                chunks.append(text)
+    return "\n".join(chunks)
+
+
+def _body_near(msg: Message, recipient: str) -> str:
+    body = _cut_original(_body_text(msg))
+    if recipient:
+        i = body.lower().find(recipient.lower())
+        if i >= 0:
+            return " ".join(body[i : i + DIAG_WINDOW].split())
+    return " ".join(body[: DIAG_WINDOW * 2].split())
+
+
+def _is_autoreply(msg: Message) -> bool:
+    auto = str(msg.get("auto-submitted", "")).strip().lower()
+    if auto and auto != "no":
+        return True
+    if msg.get("x-autoreply") or msg.get("x-autorespond"):
+        return True
+    if str(msg.get("precedence", "")).lower() == "auto_reply":
+        return True
+    return bool(AUTOREPLY_SUBJECT.search(str(msg.get("subject", ""))))
+
+
+def _original_message_id(msg: Message, raw: bytes) -> str:
+    for part in msg.walk():
+        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
+            payload = part.get_payload()
+            if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+                mid = payload[0].get("message-id")
+                if mid:
+                    return str(mid).strip()
+            elif isinstance(payload, str):
+                m = MESSAGE_ID_RE.search(payload)
+                if m:
+                    return m.group(1)
+    own = str(msg.get("message-id", "")).strip()
+    for m in MESSAGE_ID_RE.finditer(raw.decode("utf-8", "replace")):
+        if m.group(1) != own:
+            return m.group(1)
+    return ""
+
+
+def _verp_rcpt(msg: Message) -> str:
+    for name in ("x-original-to", "delivered-to", "to"):
+        for _, addr in getaddresses(msg.get_all(name, [])):
+            if "@" in addr:
+                return addr
+    return ""
+
+
+__all__ += ["BounceKind"]

@@ -13,14 +13,38 @@ import sys
 from collections.abc import Sequence
 
 from relay import __version__
-from relay.cli import accounts, admin, maintenance, migrate, prune, queue, serve, status
+from relay.cli import (
+    accounts,
+    admin,
+    bounces,
+    dkim,
+    maintenance,
+    migrate,
+    prune,
+    queue,
+    serve,
+    status,
+    suppressions,
+)
 from relay.cli._context import Context
 from relay.errors import ConfigError, RelayError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 # Order here is the order in `relay --help`.
-MODULES = (serve, migrate, admin, queue, status, prune, accounts, maintenance)
+MODULES = (
+    serve,
+    migrate,
+    admin,
+    dkim,
+    queue,
+    status,
+    prune,
+    bounces,
+    suppressions,
+    accounts,
+    maintenance,
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -10,10 +10,7 @@ from relay.cli._args import command
 from relay.cli._context import Context
 
 PENDING = {
-    "dkim": "DKIM key generation (`relay dkim keygen`)",
-    "suppressions": "the suppression list tools",
     "bench": "the benchmark harness",
-    "bounces": "bounce classification tools",
 }
 
 

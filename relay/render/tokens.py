@@ -65,7 +65,7 @@ class Keyring:
     def sign(self, data: TokenData) -> str:
         body = bytes((self.current_kid, int(data.kind)))
         body += _varint(data.delivery_id) + _varint(data.link_id)
-        mac = hmac.new(self.current, body, hashlib.sha256).digest()[:MAC_BYTES]
+        mac = hmac.digest(self.current, body, "sha256")[:MAC_BYTES]  # one-shot C path: fast
         return base64.urlsafe_b64encode(body + mac).rstrip(b"=").decode("ascii")
 
     def verify(self, token: str, kind: TokenKind | None = None) -> TokenData:
@@ -80,7 +80,7 @@ class Keyring:
             raise InvalidToken("too short")
         body, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
         for secret in self._by_kid.get(body[0], ()):
-            expected = hmac.new(secret, body, hashlib.sha256).digest()[:MAC_BYTES]
+            expected = hmac.digest(secret, body, "sha256")[:MAC_BYTES]
             if hmac.compare_digest(mac, expected):
                 break
         else:
@@ -99,6 +99,8 @@ class Keyring:
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return bytes((value,))
     if value < 0:
         raise ValueError("varint of a negative number")
     out = bytearray()

@@ -31,3 +31,88 @@ async def test_scopes_and_expiry(db: Database) -> None:
         assert not await suppressions.remove(conn, shop, "a@example.com")
     async with db.read() as conn:
         assert "a@example.com" not in await suppressions.suppressed_among(conn, shop, keys)
+
+
+async def test_list_page_filters_and_cursor(db: Database) -> None:
+    shop = await rows.tenant(db)
+    async with db.write() as conn:
+        for i in range(5):
+            await suppressions.add(conn, shop, f"u{i}@example.com", "hard_bounce", "test")
+        await suppressions.add(conn, None, "g@example.org", "manual")
+        await suppressions.add(conn, shop, "c@example.net", "complaint")
+        await suppressions.add(
+            conn, shop, "gone@example.com", "hard_bounce", expires_at=utcnow() - timedelta(1)
+        )
+    async with db.read() as conn:
+        everything = await suppressions.list_page(conn)
+        assert len(everything) == 7
+        first = await suppressions.list_page(conn, limit=3)
+        second = await suppressions.list_page(conn, after_id=first[-1].id, limit=3)
+        third = await suppressions.list_page(conn, after_id=second[-1].id, limit=3)
+        assert [s.email for s in first + second + third] == [s.email for s in everything]
+        assert len(third) == 1
+        assert [s.email for s in await suppressions.list_page(conn, scope=0)] == ["g@example.org"]
+        assert {s.reason for s in await suppressions.list_page(conn, scope=shop)} == {
+            "hard_bounce",
+            "complaint",
+        }
+        assert [s.email for s in await suppressions.list_page(conn, reason="complaint")] == [
+            "c@example.net"
+        ]
+        assert len(await suppressions.list_page(conn, email_contains="u_")) == 0  # _ is literal
+        assert len(await suppressions.list_page(conn, email_contains="@EXAMPLE.com")) == 5
+        expired = await suppressions.list_page(conn, include_expired=True, email_contains="gone")
+        assert [s.email for s in expired] == ["gone@example.com"]
+
+
+async def test_prune_removes_only_expired(db: Database) -> None:
+    shop = await rows.tenant(db)
+    now = utcnow()
+    async with db.write() as conn:
+        await suppressions.add(
+            conn, shop, "old@example.com", "hard_bounce", expires_at=now - timedelta(days=1)
+        )
+        await suppressions.add(
+            conn,
+            shop,
+            "new@example.com",
+            "hard_bounce",
+            expires_at=suppressions.expiry(90 * 86400, now),
+        )
+        await suppressions.add(
+            conn, shop, "forever@example.com", "complaint", expires_at=suppressions.expiry(0, now)
+        )
+    async with db.write() as conn:
+        before = await suppressions.read_counter(conn, suppressions.COUNTER)
+        assert await suppressions.prune(conn, now) == 1
+        assert await suppressions.prune(conn, now) == 0
+        assert await suppressions.read_counter(conn, suppressions.COUNTER) == before + 1
+    async with db.read() as conn:
+        left = await suppressions.list_page(conn, include_expired=True)
+    assert sorted(s.email for s in left) == ["forever@example.com", "new@example.com"]
+    assert [s.expires_at for s in left if s.email == "forever@example.com"] == [None]
+
+
+async def test_cache_refreshes_on_change_counter(db: Database) -> None:
+    shop, other = await rows.tenant(db), await rows.tenant(db)
+    cache = suppressions.SuppressionCache()
+    async with db.read() as conn:
+        assert await cache.refresh(conn)
+        assert not await cache.refresh(conn)  # nothing changed: no reload
+    assert cache.reason_for(shop, "a@example.com") is None
+    async with db.write() as conn:
+        await suppressions.add(conn, shop, "a@example.com", "hard_bounce")
+        await suppressions.add(conn, None, "g@example.com", "manual")
+    async with db.read() as conn:
+        assert await cache.refresh(conn)
+    assert cache.reason_for(shop, "a@example.com") == "hard_bounce"
+    assert cache.reason_for(other, "a@example.com") is None
+    assert cache.reason_for(other, "g@example.com") == "manual"
+    assert cache.reason_for(shop, "a@example.com", now=utcnow() + timedelta(days=1)) == (
+        "hard_bounce"
+    )
+    async with db.write() as conn:
+        await suppressions.remove(conn, shop, "a@example.com")
+    async with db.read() as conn:
+        assert await cache.refresh(conn)
+    assert cache.reason_for(shop, "a@example.com") is None and len(cache) == 1

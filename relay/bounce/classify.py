@@ -1,0 +1,134 @@
+"""Classify one failure: SMTP reply code, RFC 3463 status and text → kind, reason, status.
+
+Pure: input is an `SmtpReply` (synchronous delivery) or a status/diagnostic pair from a DSN;
+output is a `Classification`. The rules are data in `relay.bounce.rules`.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from relay.bounce import rules
+from relay.model import BounceKind, Classification, SmtpReply
+
+STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+CODE_RE = re.compile(r"(?<!\d)([245]\d\d)(?:[ -]|$)")
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return tuple(
+        (reason, re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE))
+        for reason, patterns in rules.TEXT_RULES
+    )
+
+
+def find_status(text: str) -> str:
+    """The first RFC 3463 code in a text, or ''."""
+    m = STATUS_RE.search(text or "")
+    return ".".join(m.groups()) if m else ""
+
+
+COMMAND_RE = re.compile(
+    r"\b(?:after|in reply to|to)\s+(?:the\s+)?(?:end of\s+)?(rcpt to|rcpt|mail from|mail|data)\b"
+    r"|>>> (rcpt to|mail from|data)|smtp command:? (rcpt|mail|data)"
+    r"|did not like our (?:final )?(rcpt to|mail from|data)",
+    re.IGNORECASE,
+)
+
+
+def find_command(text: str) -> str:
+    """The SMTP stage a report says the failure came at: MAIL, RCPT, DATA or ''."""
+    m = COMMAND_RE.search(text or "")
+    if not m:
+        return ""
+    word = next(g for g in m.groups() if g).split()[0].upper()
+    return word if word in ("MAIL", "RCPT", "DATA") else ""
+
+
+def find_code(text: str) -> int | None:
+    m = CODE_RE.search(text or "")
+    return int(m.group(1)) if m else None
+
+
+def reason_from_text(text: str) -> str:
+    if not text:
+        return ""
+    for reason, pattern in _compiled():
+        if pattern.search(text):
+            return reason
+    return ""
+
+
+def reason_from_status(status: str) -> str:
+    if not status:
+        return ""
+    sub = status.split(".", 1)[1] if "." in status else ""
+    return rules.STATUS_RULES.get(sub, "")
+
+
+def classify(
+    status: str = "",
+    text: str = "",
+    code: int | None = None,
+    action: str = "",
+    command: str | None = None,
+) -> Classification:
+    """Classify a failure from whatever is known: enhanced status, text, basic code, action.
+
+    `command` is the SMTP stage the failure came at (MAIL, RCPT, DATA, "" when a report does
+    not say); None when the caller cannot know, which skips the stage rules.
+    """
+    text = " ".join((text or "").split())
+    in_text = find_status(text)
+    # The remote server's own code, quoted in the diagnostic, beats the reporting MTA's
+    # mapping of it into the Status field (when both agree on the class).
+    if not status or (in_text and in_text[0] == status[0]):
+        status = in_text or status
+    if status.startswith("2") or action in ("delivered", "relayed", "expanded"):
+        return Classification(BounceKind.NOT_BOUNCE, "delivered", status)
+    sub = status.split(".", 1)[1] if status else ""
+    if sub in rules.DECISIVE_STATUS:
+        reason = reason_from_status(status)
+    else:
+        reason = reason_from_text(text) or reason_from_status(status)
+    if code is None:
+        code = find_code(text)
+    permanent = _permanent(status, code, action)
+    if not status and code is not None and 400 <= code < 600:
+        status = f"{code // 100}.0.0"
+    if reason == "userunknown" and command not in (None, "RCPT") and not sub.startswith("1."):
+        # In a report, "user unknown" backed by neither a X.1.x code nor the RCPT stage is
+        # often a content filter's wording (after DATA): too weak to condemn the address.
+        reason = "filtered"
+    if reason == "hostunknown" and not permanent:
+        reason = "networkerror"  # a transient lookup failure is the network's, not the domain's
+    if reason == "vacation":
+        return Classification(BounceKind.NOT_BOUNCE, reason, status)
+    if not reason:
+        reason = "expired" if action == "delayed" else "undefined" if not permanent else "onhold"
+    if reason == "mailboxfull":  # 5.2.2 included: the mailbox may be emptied
+        return Classification(BounceKind.SOFT, reason, status)
+    if permanent and reason in rules.HARD_REASONS:
+        return Classification(BounceKind.HARD, reason, status)
+    return Classification(BounceKind.SOFT, reason, status)
+
+
+def _permanent(status: str, code: int | None, action: str) -> bool:
+    if status:
+        return status.startswith("5")
+    if code is not None:
+        return 500 <= code < 600
+    return action != "delayed"
+
+
+def classify_reply(reply: SmtpReply) -> Classification:
+    """Classify the SMTP reply a delivery attempt ended with (not for 2xx replies)."""
+    if reply.is_positive:
+        return Classification(BounceKind.NOT_BOUNCE, "delivered", reply.enhanced or "")
+    status = reply.enhanced or find_status(reply.text)
+    # A basic code contradicting the enhanced one: the basic code decides the class.
+    if status and reply.code and str(reply.code)[0] != status[0] and reply.code >= 400:
+        status = f"{str(reply.code)[0]}{status[1:]}"
+    return classify(status, reply.text, reply.code)

@@ -1,0 +1,215 @@
+"""Database effects of inbound reports (asynchronous DSNs and ARF complaints).
+
+Input: a matched delivery and one classified per-recipient result. Output, in the caller's
+transaction: the delivery's state and bounce fields, the recipient's counters, an event
+row, and a suppression when the address is bad or complained. Soft bounces escalate to a
+`soft_bounce` suppression after `limit` within `window_s`. Meant to be routed through
+`relay/outcome.py` once it exists, so sync and async failures share one path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.model import BounceKind, DeliveryState, EventType, SuppressionReason
+from relay.store import suppressions
+from relay.store.db import utcnow
+from relay.store.tables import deliveries, messages, recipient_events, recipients
+
+
+@dataclass(frozen=True, slots=True)
+class MatchedDelivery:
+    id: int
+    tenant_id: int
+    message_id: int
+    campaign_id: int | None
+    recipient_key: str
+    state: str
+
+
+_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.tenant_id,
+    deliveries.c.message_id,
+    deliveries.c.campaign_id,
+    deliveries.c.recipient_key,
+    deliveries.c.state,
+)
+
+
+def _matched(row: Any) -> MatchedDelivery:
+    return MatchedDelivery(
+        row.id, row.tenant_id, row.message_id, row.campaign_id, row.recipient_key, row.state
+    )
+
+
+async def delivery_by_id(conn: AsyncConnection, delivery_id: int) -> MatchedDelivery | None:
+    row = (await conn.execute(select(*_COLUMNS).where(deliveries.c.id == delivery_id))).first()
+    return _matched(row) if row else None
+
+
+async def delivery_by_message_id(
+    conn: AsyncConnection, message_id_header: str, recipient_key: str
+) -> MatchedDelivery | None:
+    """The newest delivery of the message with this Message-ID header to this recipient."""
+    if not message_id_header or not recipient_key:
+        return None
+    row = (
+        await conn.execute(
+            select(*_COLUMNS)
+            .join(messages, messages.c.id == deliveries.c.message_id)
+            .where(
+                messages.c.message_id_header == message_id_header,
+                deliveries.c.recipient_key == recipient_key,
+            )
+            .order_by(deliveries.c.id.desc())
+            .limit(1)
+        )
+    ).first()
+    return _matched(row) if row else None
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    state: str  # the delivery's state afterwards
+    suppressed: str | None  # the suppression reason added, if any
+
+
+async def apply_report(
+    conn: AsyncConnection,
+    d: MatchedDelivery,
+    *,
+    kind: BounceKind,
+    reason: str,
+    status: str,
+    diagnostic: str,
+    action: str,
+    ttl_s: dict[str, float],
+    soft_limit: int,
+    soft_window_s: float,
+    now: datetime | None = None,
+) -> Effect:
+    """Apply one classified report result to its delivery. `ttl_s` maps reason → lifetime."""
+    now = now or utcnow()
+    detail = {
+        "kind": str(kind),
+        "reason": reason,
+        "status": status,
+        "diagnostic": diagnostic[:1000],
+        "source": "report",
+    }
+    if kind == BounceKind.NOT_BOUNCE:
+        return Effect(d.state, None)
+    if kind == BounceKind.COMPLAINT:
+        await _event(conn, d, EventType.COMPLAINED, detail, now)
+        await _count(conn, d, recipients.c.complaint_count, now)
+        await _suppress(conn, d, SuppressionReason.COMPLAINT, ttl_s, now)
+        return Effect(d.state, SuppressionReason.COMPLAINT)
+    if kind == BounceKind.HARD:
+        state = DeliveryState.BOUNCED
+        event = EventType.BOUNCED
+    elif action == "delayed":
+        state, event = DeliveryState(d.state), EventType.DEFERRED
+    else:
+        state, event = DeliveryState.FAILED, EventType.FAILED
+    await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == d.id)
+        .values(
+            state=state,
+            bounce_kind=str(kind),
+            bounce_reason=reason[:32],
+            last_reply=diagnostic[:4000],
+            updated_at=now,
+        )
+    )
+    await _event(conn, d, event, detail, now)
+    if kind == BounceKind.HARD:
+        await _count(conn, d, recipients.c.hard_bounce_count, now)
+        await _suppress(conn, d, SuppressionReason.HARD_BOUNCE, ttl_s, now)
+        return Effect(state, SuppressionReason.HARD_BOUNCE)
+    await _count(conn, d, recipients.c.soft_bounce_count, now)
+    if soft_limit and await _recent_soft(conn, d, now - timedelta(seconds=soft_window_s)) >= (
+        soft_limit
+    ):
+        await _suppress(conn, d, SuppressionReason.SOFT_BOUNCE, ttl_s, now)
+        return Effect(state, SuppressionReason.SOFT_BOUNCE)
+    return Effect(state, None)
+
+
+async def _event(
+    conn: AsyncConnection,
+    d: MatchedDelivery,
+    type_: EventType,
+    detail: dict[str, str],
+    now: datetime,
+) -> None:
+    await conn.execute(
+        recipient_events.insert().values(
+            tenant_id=d.tenant_id,
+            delivery_id=d.id,
+            message_id=d.message_id,
+            campaign_id=d.campaign_id,
+            recipient=d.recipient_key,
+            type=str(type_),
+            occurred_at=now,
+            detail=detail,
+        )
+    )
+
+
+async def _count(conn: AsyncConnection, d: MatchedDelivery, column: Any, now: datetime) -> None:
+    where = (recipients.c.tenant_id == d.tenant_id, recipients.c.email == d.recipient_key)
+    result = await conn.execute(
+        update(recipients).where(*where).values({column: column + 1, "last_bounce_at": now})
+    )
+    if result.rowcount == 0:
+        await conn.execute(
+            recipients.insert().values(
+                {
+                    "tenant_id": d.tenant_id,
+                    "email": d.recipient_key,
+                    "status": "active",
+                    "first_seen_at": now,
+                    "last_seen_at": now,
+                    column.name: 1,
+                    "last_bounce_at": now,
+                }
+            )
+        )
+
+
+async def _recent_soft(conn: AsyncConnection, d: MatchedDelivery, since: datetime) -> int:
+    count = await conn.execute(
+        select(func.count())
+        .select_from(recipient_events)
+        .where(
+            recipient_events.c.tenant_id == d.tenant_id,
+            recipient_events.c.recipient == d.recipient_key,
+            recipient_events.c.type.in_((str(EventType.FAILED), str(EventType.DEFERRED))),
+            recipient_events.c.occurred_at >= since,
+        )
+    )
+    return int(count.scalar() or 0)
+
+
+async def _suppress(
+    conn: AsyncConnection,
+    d: MatchedDelivery,
+    reason: SuppressionReason,
+    ttl_s: dict[str, float],
+    now: datetime,
+) -> None:
+    await suppressions.add(
+        conn,
+        d.tenant_id,
+        d.recipient_key,
+        str(reason),
+        f"report:delivery:{d.id}",
+        suppressions.expiry(ttl_s.get(str(reason), 0.0), now),
+    )

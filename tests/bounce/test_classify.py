@@ -1,0 +1,161 @@
+"""Synchronous classification of SMTP replies, as MTAs and big providers write them."""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.bounce import classify_reply
+from relay.model import BounceKind, SmtpReply
+
+HARD, SOFT = BounceKind.HARD, BounceKind.SOFT
+
+TABLE = [
+    # Postfix
+    (
+        550,
+        "5.1.1",
+        "<a@example.org>: Recipient address rejected: User unknown in local recipient table",
+        HARD,
+        "userunknown",
+    ),
+    (
+        450,
+        "4.7.1",
+        "Client host rejected: cannot find your hostname, [192.0.2.1]",
+        SOFT,
+        "requireptr",
+    ),
+    (554, "5.7.1", "<a@example.org>: Relay access denied", SOFT, "norelaying"),
+    (452, "4.2.2", "Mailbox full", SOFT, "mailboxfull"),
+    # Exim
+    (550, None, "Unrouteable address", HARD, "userunknown"),
+    (
+        550,
+        None,
+        "rejected because 192.0.2.1 is in a black list at zen.spamhaus.org",
+        SOFT,
+        "blocked",
+    ),
+    # Sendmail
+    (550, "5.1.1", "<a@example.org>... User unknown", HARD, "userunknown"),
+    (552, "5.2.2", "<a@example.org>... Mailbox full", SOFT, "mailboxfull"),
+    (
+        553,
+        "5.1.8",
+        "<s@example.com>... Domain of sender address s@example.com does not exist",
+        SOFT,
+        "rejected",
+    ),
+    # Gmail
+    (
+        550,
+        "5.1.1",
+        "The email account that you tried to reach does not exist. Please try "
+        "double-checking the recipient's email address for typos",
+        HARD,
+        "userunknown",
+    ),
+    (552, "5.2.2", "The email account that you tried to reach is over quota.", SOFT, "mailboxfull"),
+    (
+        550,
+        "5.7.26",
+        "This mail has been blocked because the sender is unauthenticated. Gmail "
+        "requires all senders to authenticate with either SPF or DKIM.",
+        SOFT,
+        "authfailure",
+    ),
+    (
+        421,
+        "4.7.0",
+        "Our system has detected an unusual rate of unsolicited mail originating "
+        "from your IP address. To protect our users from spam, mail sent from your IP address "
+        "has been temporarily rate limited.",
+        SOFT,
+        "speeding",
+    ),
+    (
+        550,
+        "5.7.1",
+        "Our system has detected that this message is likely unsolicited mail.",
+        SOFT,
+        "spamdetected",
+    ),
+    (552, "5.3.4", "Your message exceeded Google's message size limits.", SOFT, "mesgtoobig"),
+    # Microsoft
+    (
+        550,
+        "5.5.0",
+        "Requested action not taken: mailbox unavailable (S2017062302).",
+        HARD,
+        "userunknown",
+    ),
+    (
+        550,
+        "5.7.1",
+        "Unfortunately, messages from [192.0.2.1] weren't sent. Please contact your "
+        "Internet service provider since part of their network is on our block list (S3140).",
+        SOFT,
+        "blocked",
+    ),
+    (550, "5.4.1", "Recipient address rejected: Access denied. AS(201806281)", SOFT, "blocked"),
+    # Yahoo
+    (554, "5.7.9", "Message not accepted for policy reasons.", SOFT, "policyviolation"),
+    (
+        421,
+        "4.7.0",
+        "[TSS04] Messages from 192.0.2.1 temporarily deferred due to unexpected "
+        "volume or user complaints",
+        SOFT,
+        "speeding",
+    ),
+    (
+        554,
+        None,
+        "delivery error: dd This user doesn't have a yahoo.com account (a@yahoo.com) "
+        "[0] - mta1.mail.bf1.yahoo.com",
+        HARD,
+        "userunknown",
+    ),
+    # Generic
+    (550, "5.1.2", "Host unknown", HARD, "hostunknown"),
+    (550, "5.1.6", "Recipient has moved", HARD, "hasmoved"),
+    (421, None, "Too many concurrent connections from your IP", SOFT, "toomanyconn"),
+    (451, "4.4.1", "Connection timed out", SOFT, "networkerror"),
+    (554, "5.6.0", "Message contains invalid header", SOFT, "contenterror"),
+]
+
+
+@pytest.mark.parametrize(("code", "enhanced", "text", "kind", "reason"), TABLE)
+def test_classify_reply(
+    code: int, enhanced: str | None, text: str, kind: BounceKind, reason: str
+) -> None:
+    c = classify_reply(SmtpReply(code, text, enhanced))
+    assert (c.kind, c.reason) == (kind, reason)
+    if enhanced:
+        assert c.status == enhanced
+
+
+def test_transient_user_unknown_is_not_hard() -> None:
+    # A 4xx is never final, whatever the text says: do not suppress on a retryable reply.
+    c = classify_reply(SmtpReply(450, "User unknown in local recipient table", "4.1.1"))
+    assert c.kind == SOFT and c.reason == "userunknown"
+
+
+def test_basic_code_decides_class_when_enhanced_disagrees() -> None:
+    c = classify_reply(SmtpReply(451, "Mailbox temporarily unavailable", "5.1.1"))
+    assert c.status == "4.1.1" and c.kind == SOFT
+
+
+def test_status_found_in_text_when_not_given() -> None:
+    c = classify_reply(SmtpReply(550, "5.1.1 <a@b.example>: Recipient address rejected"))
+    assert c.status == "5.1.1" and c.kind == HARD
+
+
+def test_positive_reply_is_not_a_bounce() -> None:
+    assert classify_reply(SmtpReply(250, "2.0.0 OK", "2.0.0")).kind == BounceKind.NOT_BOUNCE
+
+
+def test_unknown_text_falls_back_to_status_and_code() -> None:
+    assert classify_reply(SmtpReply(554, "nope")).status == "5.0.0"
+    assert classify_reply(SmtpReply(554, "nope")).kind == SOFT
+    assert classify_reply(SmtpReply(550, "zzz", "5.1.1")).reason == "userunknown"
