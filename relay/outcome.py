@@ -19,6 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay import log
+from relay.bounce.classify import classify_reply
 from relay.config import DeliveryConfig
 from relay.model import (
     BounceKind,
@@ -43,7 +44,15 @@ SUPPRESSED_DETAIL = "suppressed"  # Outcome.details key set by the scheduler's p
 
 
 def classify(reply: SmtpReply) -> Classification:
-    """Minimal built-in rule until relay.bounce.classify.classify_reply is wired in."""
+    """The bounce stream's classifier; the built-in rule below is the fallback for 5xx it
+    calls soft/unknown-without-reason (kept so policy texts never suppress)."""
+    found = classify_reply(reply)
+    if found.kind is not BounceKind.HARD or not reply.is_permanent:
+        return found
+    return _builtin(reply) if _builtin(reply).kind is not BounceKind.HARD else found
+
+
+def _builtin(reply: SmtpReply) -> Classification:
     status = reply.enhanced or ""
     if reply.is_positive:
         return Classification(BounceKind.NOT_BOUNCE, "delivered", status)

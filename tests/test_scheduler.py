@@ -141,7 +141,7 @@ async def test_hard_bounce_suppresses_policy_block_does_not(db: Database) -> Non
     assert suppressed == {"gone@example.com": "hard_bounce"}
     assert events["gone@example.com"].type == "bounced"
     assert events["gone@example.com"].detail["enhanced"] == "5.1.1"
-    assert events["blocked@example.com"].detail["reason"] == "policy"
+    assert events["blocked@example.com"].detail["kind"] == "soft"
 
 
 async def test_suppressed_recipient_is_not_sent(db: Database) -> None:
