@@ -176,6 +176,12 @@ class DeliveryConfig(_Section):
     command_timeout: Duration = 120.0
     messages_per_connection: int = Field(100, ge=1)
     idle_connection_timeout: Duration = 60.0
+    account_pause_after_failures: int = Field(5, ge=1)
+    account_pause: Duration = 300.0
+    mx_port: int = Field(25, ge=1, le=65535)
+    dns_servers: list[str] = []
+    dns_port: int = Field(53, ge=1, le=65535)
+    dns_timeout: Duration = 10.0
     accounts: list[AccountConfig] = []
 
     @model_validator(mode="after")

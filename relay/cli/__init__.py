@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from relay import __version__
 from relay.cli import (
+    accounts,
     admin,
     bounces,
     certs,
@@ -43,6 +44,7 @@ MODULES = (
     prune,
     bounces,
     suppressions,
+    accounts,
     maintenance,
 )
 

@@ -11,7 +11,6 @@ from relay.cli._context import Context
 
 PENDING = {
     "bench": "the benchmark harness",
-    "accounts": "smarthost account tools",
 }
 
 

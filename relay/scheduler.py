@@ -1,0 +1,284 @@
+"""The delivery role: lease due deliveries, send them, record what happened.
+
+Input: config, database, a `stopping` event. Output: none; deliveries move to final states.
+A bounded active window (`delivery.workers` attempts in flight, Postfix qmgr style) is
+refilled in batches of leased deliveries; each is checked against the suppression list,
+rendered, handed to the transport, and its `Outcome` queued for a batched write through
+`relay.outcome.record_outcomes` (no transaction spans network I/O). Expired leases of dead
+workers are recovered periodically. On stop: no new leases, drain, release the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from relay import log
+from relay.config import Config
+from relay.model import Delivery, Outcome, SmtpReply
+from relay.outcome import SUPPRESSED_DETAIL, Policy, record_outcomes
+from relay.store import accounts
+from relay.store import deliveries as queue
+from relay.store.db import Database, utcnow
+from relay.store.suppressions import suppressed_among
+
+logger = log.get(__name__)
+
+POLL_S = 0.2  # how often an idle scheduler looks for due deliveries
+DRAIN_S = 30.0  # how long in-flight attempts may finish after `stopping`
+
+
+class Transport(Protocol):
+    name: str
+
+    async def send(self, delivery: Delivery, mail_from: str, data: bytes) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+# Rendering hook: (delivery, stored original) → (envelope sender, bytes to send).
+Render = Callable[[Delivery, bytes], Awaitable[tuple[str, bytes]]]
+
+
+async def pass_through(delivery: Delivery, raw: bytes) -> tuple[str, bytes]:
+    """Until relay.render's Renderer is wired in: send the stored bytes as they are."""
+    return delivery.mail_from, raw
+
+
+def build_transport(config: Config) -> Transport:
+    d = config.delivery
+    if d.mode == "sink":
+        from relay.transport.sink import SinkTransport
+
+        return SinkTransport(d.sink_dir)
+    if d.mode == "smarthost":
+        from relay.transport.pool import SmarthostPool
+
+        return SmarthostPool(
+            d,
+            d.helo_name or config.smtp.hostname,
+            pause_after_failures=d.account_pause_after_failures,
+            pause_s=d.account_pause,
+        )
+    from relay.transport.mx import DirectTransport, MxResolver
+    from relay.transport.session import SessionCache
+
+    resolver = MxResolver(d.dns_servers, d.dns_port, d.dns_timeout)
+    cache = SessionCache(
+        d.helo_name or config.smtp.hostname,
+        d.connect_timeout,
+        d.command_timeout,
+        d.messages_per_connection,
+        d.idle_connection_timeout,
+    )
+    return DirectTransport(resolver, cache, d.mx_port)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: Config,
+        db: Database,
+        transport: Transport,
+        *,
+        render: Render = pass_through,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.config = config
+        self.db = db
+        self.transport = transport
+        self.render = render
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.owner = owner or worker_name()
+        self.policy = Policy.from_config(config.delivery)
+        self.workers = config.delivery.workers
+        self.in_flight: dict[int, asyncio.Task[None]] = {}
+        self._results: list[tuple[Delivery, Outcome]] = []
+        self._have_results = asyncio.Event()
+        self._raw: dict[int, bytes] = {}
+        self._open: set[int] = set()
+        self._writer_done = asyncio.Event()  # leased by us, outcome not yet written
+
+    async def sync_accounts(self) -> None:
+        """Share pool state through the database: pauses both ways, usage and warm-up in."""
+        from relay.transport.pool import SmarthostPool
+
+        pool = self.transport
+        if not isinstance(pool, SmarthostPool):
+            return
+        now = self.clock()
+        await accounts.ensure(self.db, [a.config.name for a in pool.accounts], now)
+        for account in pool.accounts:
+            if account.newly_paused:
+                left = max(account.paused_until - pool.clock(), 0.0)
+                await accounts.set_paused(
+                    self.db,
+                    account.config.name,
+                    True,
+                    now,
+                    account.paused_reason,
+                    now + timedelta(seconds=left),
+                )
+                account.newly_paused = False
+        await accounts.expire_pauses(self.db, now)
+        pool.sync(await accounts.read_all(self.db, now), now)
+
+    async def fill(self) -> int:
+        """Lease as many due deliveries as the window has room for and start them."""
+        room = min(self.workers - len(self.in_flight), self.config.delivery.batch_size)
+        if room <= 0:
+            return 0
+        leased = await queue.lease_due(
+            self.db, self.owner, room, self.clock(), self.config.delivery.lease_time
+        )
+        if not leased:
+            return 0
+        missing = {d.message_id for d in leased} - self._raw.keys()
+        self._raw.update(await queue.load_raw(self.db, missing))
+        self._open.update(d.id for d in leased)
+        blocked = await self._suppressed(leased)
+        for delivery in leased:
+            task = asyncio.create_task(self._attempt(delivery, blocked.get(delivery.id)))
+            self.in_flight[delivery.id] = task
+            task.add_done_callback(lambda _t, i=delivery.id: self.in_flight.pop(i, None))
+        return len(leased)
+
+    async def _suppressed(self, leased: list[Delivery]) -> dict[int, str]:
+        by_tenant: dict[int, list[Delivery]] = {}
+        for d in leased:
+            by_tenant.setdefault(d.tenant_id, []).append(d)
+        blocked: dict[int, str] = {}
+        async with self.db.read() as conn:
+            for tenant_id, group in by_tenant.items():
+                found = await suppressed_among(
+                    conn, tenant_id, [d.recipient.lower() for d in group], self.clock()
+                )
+                blocked.update(
+                    {
+                        d.id: found[d.recipient.lower()]
+                        for d in group
+                        if d.recipient.lower() in found
+                    }
+                )
+        return blocked
+
+    async def _attempt(self, delivery: Delivery, suppressed: str | None) -> None:
+        if suppressed is not None:
+            reply = SmtpReply(550, f"recipient is suppressed ({suppressed})", "5.7.1")
+            outcome = Outcome(
+                delivery.id, False, reply, "suppression", details={SUPPRESSED_DETAIL: suppressed}
+            )
+        else:
+            raw = self._raw.get(delivery.message_id, b"")
+            mail_from, data = await self.render(delivery, raw)
+            outcome = await self.transport.send(delivery, mail_from, data)
+        self._results.append((delivery, outcome))
+        self._have_results.set()
+
+    async def flush(self) -> int:
+        """Write every outcome collected so far in one transaction."""
+        if not self._results:
+            self._have_results.clear()
+            return 0
+        batch, self._results = self._results, []
+        self._have_results.clear()
+        try:
+            await record_outcomes(self.db, self.owner, batch, self.policy, self.clock(), self.rng)
+        except BaseException:
+            # Not written (database trouble or cancelled): keep them for the next flush.
+            self._results[:0] = batch
+            self._have_results.set()
+            raise
+        self._open.difference_update(d.id for d, _ in batch)
+        if not self.in_flight:
+            self._raw.clear()  # nothing is using the cached originals any more
+        return len(batch)
+
+    async def run_until_idle(self) -> None:
+        """Deliver everything due now, then return (tests and benchmarks)."""
+        await self.serve(asyncio.Event(), until_idle=True)
+
+    def _room(self) -> bool:
+        # Refill in chunks, not one lease transaction per finished attempt.
+        chunk = max(1, min(self.config.delivery.batch_size, self.workers // 4))
+        return not self.in_flight or self.workers - len(self.in_flight) >= chunk
+
+    async def serve(self, stopping: asyncio.Event, until_idle: bool = False) -> None:
+        """Lease, send and record until `stopping` (or, with until_idle, nothing is due)."""
+        self._writer_done = asyncio.Event()
+        writer = asyncio.create_task(self._write_loop())
+        recovery_every_s = min(max(self.config.delivery.lease_time / 4, 1.0), 5.0)
+        last_recovery = -recovery_every_s
+        loop = asyncio.get_running_loop()
+        stop_wait = asyncio.create_task(stopping.wait())
+        try:
+            while not stopping.is_set():
+                if loop.time() - last_recovery >= recovery_every_s:
+                    last_recovery = loop.time()
+                    await self.sync_accounts()
+                    recovered = await queue.recover_expired(self.db, self.clock())
+                    if recovered:
+                        logger.info("delivery.leases_recovered", count=recovered)
+                started = await self.fill() if self._room() else 0
+                if started and len(self.in_flight) < self.workers:
+                    continue
+                if until_idle and not started and not self.in_flight:
+                    if not self._open:  # every outcome written
+                        break
+                    await asyncio.sleep(0.005)
+                    continue
+                waiters: set[asyncio.Future[object]] = {stop_wait, *self.in_flight.values()}  # type: ignore[arg-type]
+                await asyncio.wait(waiters, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+            await self._drain()
+            self._writer_done.set()
+            self._have_results.set()
+            await asyncio.gather(writer, return_exceptions=True)  # lets a running write finish
+            await self.flush()
+            if self._open:  # leased, never attempted or cut short: back to the queue
+                await queue.release(self.db, self.owner, sorted(self._open), self.clock())
+                self._open.clear()
+            if not until_idle:
+                await self.transport.close()
+
+    async def _write_loop(self) -> None:
+        while not self._writer_done.is_set():
+            await self._have_results.wait()
+            self._have_results.clear()
+            try:
+                await self.flush()
+            except Exception as e:  # noqa: BLE001 - database trouble: keep the outcomes, retry
+                logger.warning("delivery.outcome_write_failed", error=str(e))
+                await asyncio.sleep(1.0)
+
+    async def _drain(self) -> None:
+        """Let attempts in flight finish until DRAIN_S, then cancel the rest."""
+        pending = set(self.in_flight.values())
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=DRAIN_S)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+        self.in_flight.clear()
+
+
+async def run(config: Config, db: Database, stopping: asyncio.Event) -> None:
+    """The `delivery` role (relay.service)."""
+    scheduler = Scheduler(config, db, build_transport(config))
+    logger.info("delivery.started", owner=scheduler.owner, mode=config.delivery.mode)
+    await scheduler.serve(stopping)
+    logger.info("delivery.stopped", owner=scheduler.owner)

@@ -1,0 +1,170 @@
+"""The `direct` transport: look up the recipient domain's MX hosts and deliver to them.
+
+Input: a delivery and its rendered bytes; `[delivery]` DNS and port settings. Output: an
+`Outcome`. MX records come from dnspython (async), cached for their TTL; hosts are tried in
+preference order, random among equal preferences; no MX means the domain itself (implicit
+MX, RFC 5321 5.1); a null MX (RFC 7505) or a non-existent domain fails at once (hard);
+DNS timeouts and SERVFAIL defer. Site trouble at one host moves on to the next.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.rdatatype
+import dns.resolver
+
+from relay.model import Delivery, Outcome, SmtpReply
+from relay.transport.session import Endpoint, SessionCache
+from relay.transport.smarthost import send_one
+
+
+class DnsFailure(Exception):
+    def __init__(self, reply: SmtpReply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+@dataclass(frozen=True, slots=True)
+class _Cached:
+    expires: float
+    groups: tuple[tuple[str, ...], ...]  # MX hosts grouped by preference, best first
+
+
+class MxResolver:
+    def __init__(
+        self,
+        servers: list[str],
+        port: int,
+        lifetime_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.resolver = dns.asyncresolver.Resolver(configure=not servers)
+        if servers:
+            self.resolver.nameservers = servers
+            self.resolver.port = port
+        self.resolver.lifetime = lifetime_s
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._mx: dict[str, _Cached] = {}
+        self._addr: dict[str, tuple[float, tuple[str, ...]]] = {}
+
+    async def hosts(self, domain: str) -> list[str]:
+        """MX host names to try, in order (equal preferences shuffled each call)."""
+        domain = domain.lower().rstrip(".")
+        cached = self._mx.get(domain)
+        if cached is None or cached.expires <= self.clock():
+            cached = await self._lookup_mx(domain)
+            self._mx[domain] = cached
+        order: list[str] = []
+        for group in cached.groups:
+            shuffled = list(group)
+            self.rng.shuffle(shuffled)
+            order += shuffled
+        return order
+
+    async def _lookup_mx(self, domain: str) -> _Cached:
+        try:
+            answer = await self.resolver.resolve(domain, "MX")
+        except dns.resolver.NXDOMAIN:
+            raise DnsFailure(SmtpReply(550, f"domain {domain} does not exist", "5.1.2")) from None
+        except dns.resolver.NoAnswer:
+            # Implicit MX: the domain itself, if it has an address.
+            await self.addresses(domain)
+            return _Cached(self.clock() + 300, ((domain,),))
+        except (dns.resolver.NoNameservers, dns.exception.Timeout) as e:
+            raise DnsFailure(
+                SmtpReply(451, f"DNS lookup for {domain} failed: {e}", "4.4.3")
+            ) from None
+        records = sorted(answer, key=lambda r: r.preference)
+        names = [str(r.exchange).rstrip(".").lower() for r in records]
+        if len(records) == 1 and names[0] == "" and records[0].preference == 0:
+            reply = SmtpReply(556, f"domain {domain} does not accept mail (null MX)", "5.1.10")
+            raise DnsFailure(reply)
+        groups: dict[int, list[str]] = {}
+        for record, name in zip(records, names, strict=True):
+            if name:
+                groups.setdefault(record.preference, []).append(name)
+        ttl = answer.rrset.ttl if answer.rrset is not None else 300
+        return _Cached(self.clock() + ttl, tuple(tuple(groups[p]) for p in sorted(groups)))
+
+    async def addresses(self, host: str) -> tuple[str, ...]:
+        cached = self._addr.get(host)
+        if cached and cached[0] > self.clock():
+            return cached[1]
+        found: list[str] = []
+        ttl = 300
+        temporary = False
+        for rdtype in ("A", "AAAA"):
+            try:
+                answer = await self.resolver.resolve(host, rdtype)
+            except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+                continue
+            except (dns.resolver.NoNameservers, dns.exception.Timeout):
+                temporary = True
+                continue
+            found += [r.address for r in answer]
+            ttl = min(ttl, answer.rrset.ttl if answer.rrset is not None else ttl)
+        if not found:
+            if temporary:
+                raise DnsFailure(SmtpReply(451, f"DNS lookup for {host} failed", "4.4.3"))
+            raise DnsFailure(SmtpReply(550, f"{host} has no address", "5.1.2"))
+        self._addr[host] = (self.clock() + ttl, tuple(found))
+        return tuple(found)
+
+
+class DirectTransport:
+    name = "direct"
+
+    def __init__(self, resolver: MxResolver, cache: SessionCache, port: int = 25) -> None:
+        self.resolver = resolver
+        self.cache = cache
+        self.port = port
+
+    async def send(self, delivery: Delivery, mail_from: str, data: bytes) -> Outcome:
+        started = time.monotonic()
+        last: Outcome | None = None
+        try:
+            hosts = await self.resolver.hosts(delivery.domain)
+            for host in hosts:
+                try:
+                    addresses = await self.resolver.addresses(host)
+                except DnsFailure as e:
+                    last = Outcome(delivery.id, False, e.reply, self.name, remote_host=host)
+                    continue
+                for address in addresses:
+                    endpoint = Endpoint(address, self.port, "opportunistic")
+                    outcome, found = await send_one(
+                        self.cache, endpoint, delivery, mail_from, data, self.name, None
+                    )
+                    outcome = Outcome(
+                        outcome.delivery_id,
+                        outcome.delivered,
+                        outcome.reply,
+                        self.name,
+                        remote_host=host,
+                        duration_ms=outcome.duration_ms,
+                        retry_after_s=outcome.retry_after_s,
+                    )
+                    if found is None or found.scope.value != "site":
+                        return outcome
+                    last = outcome  # soft trouble at a non-final MX: try the next
+        except DnsFailure as e:
+            ms = int((time.monotonic() - started) * 1000)
+            return Outcome(delivery.id, False, e.reply, self.name, duration_ms=ms)
+        if last is None:
+            last = Outcome(
+                delivery.id, False, SmtpReply(451, "no MX host to try", "4.4.4"), self.name
+            )
+        # Every MX failed: whatever the last said, it is temporary (4xx) unless it was DNS-hard.
+        return last
+
+    async def close(self) -> None:
+        await self.cache.close()

@@ -1,0 +1,155 @@
+"""The `smarthost` transport: a pool of upstream accounts with a pick strategy and failover.
+
+Input: `[delivery]` config (accounts, strategy, timeouts), a clock and a random source.
+Output: an `Outcome` per delivery. An account that is unreachable, drops the session or
+refuses AUTH is skipped for the next one; after `pause_after_failures` consecutive site
+failures (or at once on AUTH failure) it is paused for `account_pause` seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from relay import log
+from relay.config import AccountConfig, DeliveryConfig, read_secret
+from relay.model import Delivery, Outcome, SmtpReply
+from relay.store.accounts import AccountRow
+from relay.transport.session import Endpoint, SessionCache
+from relay.transport.smarthost import send_one
+
+logger = log.get(__name__)
+
+
+@dataclass
+class AccountState:
+    config: AccountConfig
+    endpoint: Endpoint
+    consecutive_failures: int = 0
+    paused_until: float = 0.0
+    paused_reason: str = ""
+    sent_today: int = 0  # from usage_counters at the last sync, plus what we sent since
+    limit_today: int = 0  # 0 = unlimited; daily_limit, raised by the warm-up ramp
+    newly_paused: bool = False  # to be written to the accounts table at the next sync
+
+    def at_limit(self) -> bool:
+        return self.limit_today > 0 and self.sent_today >= self.limit_today
+
+
+class SmarthostPool:
+    name = "smarthost"
+
+    def __init__(
+        self,
+        config: DeliveryConfig,
+        helo_name: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        pause_after_failures: int = 5,
+        pause_s: float = 300.0,
+    ) -> None:
+        self.strategy = config.strategy
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.pause_after_failures = pause_after_failures
+        self.pause_s = pause_s
+        self.cache = SessionCache(
+            helo_name,
+            config.connect_timeout,
+            config.command_timeout,
+            config.messages_per_connection,
+            config.idle_connection_timeout,
+        )
+        self.accounts = [
+            AccountState(a, _endpoint(a, f"delivery.accounts.{i}"))
+            for i, a in enumerate(config.accounts)
+        ]
+        self._turn = itertools.count()
+
+    def order(self) -> list[AccountState]:
+        """Accounts to try for the next message: the strategy's pick first, then the rest."""
+        n = len(self.accounts)
+        if self.strategy == "random":
+            start = self.rng.randrange(n)
+        elif self.strategy == "weighted":
+            weights = [a.config.weight for a in self.accounts]
+            start = self.rng.choices(range(n), weights=weights)[0]
+        else:
+            start = next(self._turn) % n
+        return [self.accounts[(start + i) % n] for i in range(n)]
+
+    async def send(self, delivery: Delivery, mail_from: str, data: bytes) -> Outcome:
+        now = self.clock()
+        last: Outcome | None = None
+        for account in self.order():
+            if account.paused_until > now or account.at_limit():
+                continue
+            outcome, found = await send_one(
+                self.cache,
+                account.endpoint,
+                delivery,
+                mail_from,
+                data,
+                self.name,
+                account.config.name,
+            )
+            if found is None or found.scope.value != "site":
+                account.consecutive_failures = 0
+                account.sent_today += 1
+                return outcome
+            last = outcome
+            account.consecutive_failures += 1
+            if found.auth:
+                self._pause(account, now, "authentication refused")
+            elif account.consecutive_failures >= self.pause_after_failures:
+                self._pause(account, now, f"{account.consecutive_failures} consecutive failures")
+            logger.info("account.failover", account=account.config.name, reply=str(outcome.reply))
+        if last is not None:
+            return last
+        reply = SmtpReply(451, "every smarthost account is paused or at its daily limit", "4.3.2")
+        return Outcome(delivery.id, False, reply, self.name)
+
+    def sync(self, rows: list[AccountRow], now: datetime) -> None:
+        """Take the shared state (pauses, today's usage, warm-up day) from the database."""
+        by_name = {r.name: r for r in rows}
+        mono = self.clock()
+        for account in self.accounts:
+            row = by_name.get(account.config.name)
+            if row is None:
+                continue
+            account.sent_today = row.sent_today
+            account.limit_today = limit_for(account.config, row.warmup_started_at, now)
+            if row.paused and not account.newly_paused:
+                left = (row.paused_until - now).total_seconds() if row.paused_until else 1e9
+                account.paused_until = mono + max(left, 0.0)
+                account.paused_reason = row.paused_reason or "paused"
+            elif not row.paused and not account.newly_paused:
+                account.paused_until = 0.0
+
+    def _pause(self, account: AccountState, now: float, reason: str) -> None:
+        account.paused_until = now + self.pause_s
+        account.paused_reason = reason
+        account.newly_paused = True
+        logger.warning("account.paused", account=account.config.name, reason=reason)
+
+    async def close(self) -> None:
+        await self.cache.close()
+
+
+def limit_for(account: AccountConfig, warmup_started_at: datetime | None, now: datetime) -> int:
+    """Today's limit: the warm-up ramp's value for this day (capped by daily_limit)."""
+    if not account.warmup or warmup_started_at is None:
+        return account.daily_limit
+    day = max((now - warmup_started_at).days, 0)
+    ramp = account.warmup[min(day, len(account.warmup) - 1)]
+    return min(ramp, account.daily_limit) if account.daily_limit else ramp
+
+
+def _endpoint(account: AccountConfig, key: str) -> Endpoint:
+    password = read_secret(account.password, account.password_file, key + ".password")
+    return Endpoint(account.host, account.port, account.tls, account.username, password)

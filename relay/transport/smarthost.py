@@ -1,0 +1,63 @@
+"""One SMTP transaction over a reused session: MAIL, RCPT, DATA for one delivery.
+
+Input: a session cache, an endpoint (smarthost account or MX host), the delivery and its
+rendered bytes. Output: an `Outcome`, plus the `Trouble` when it failed so the pool can
+tell site trouble (try the next account / MX) from an answer about this recipient.
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiosmtplib
+
+from relay.model import Delivery, Outcome, SmtpReply
+from relay.transport import trouble
+from relay.transport.session import Endpoint, SessionCache
+
+
+async def send_one(
+    cache: SessionCache,
+    endpoint: Endpoint,
+    delivery: Delivery,
+    mail_from: str,
+    data: bytes,
+    transport: str,
+    account: str | None,
+) -> tuple[Outcome, trouble.Trouble | None]:
+    started = time.monotonic()
+
+    def outcome(delivered: bool, reply: SmtpReply) -> Outcome:
+        return Outcome(
+            delivery.id,
+            delivered,
+            reply,
+            transport,
+            account=account,
+            remote_host=endpoint.host,
+            duration_ms=int((time.monotonic() - started) * 1000),
+            retry_after_s=trouble.retry_after_s(reply),
+        )
+
+    try:
+        session = await cache.acquire(endpoint)
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+        found = trouble.from_exception(e)
+        return outcome(False, found.reply), found
+    try:
+        errors, response = await session.client.sendmail(
+            mail_from, [delivery.recipient], data, timeout=cache.command_timeout_s
+        )
+    except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+        found = trouble.from_exception(e)
+        if found.scope is trouble.Scope.SITE:
+            cache.discard(session)
+        else:
+            cache.give_back(endpoint, session, ok=False)
+        return outcome(False, found.reply), found
+    cache.give_back(endpoint, session, ok=True)
+    if errors:  # one recipient only, so a refusal would have raised; be safe anyway
+        code, text = next(iter(errors.values()))
+        found = trouble.Trouble(trouble.parse_reply(code, text), trouble.Scope.RECIPIENT)
+        return outcome(False, found.reply), found
+    return outcome(True, trouble.parse_reply(250, response)), None
