@@ -93,6 +93,12 @@ class EventBuffer:
     async def run(self, stopping: asyncio.Event) -> None:
         """Flush every interval (or sooner when a batch is full) until `stopping`, then
         flush what is left."""
+
+        async def wake_on_stop() -> None:
+            await stopping.wait()
+            self._wake.set()
+
+        watcher = asyncio.create_task(wake_on_stop())
         try:
             while not stopping.is_set():
                 self._wake.clear()
@@ -103,6 +109,7 @@ class EventBuffer:
                     pass
                 await self.flush()
         finally:
+            watcher.cancel()
             await self.close()
 
     async def close(self) -> None:
