@@ -28,14 +28,21 @@ from relay.render.tokens import Keyring, load_keyring
 from relay.store.db import Database, check_schema, ping, utcnow
 from relay.web import tracking
 from relay.web.api import campaigns as api_campaigns
+from relay.web.api import messages as api_messages
 from relay.web.api import stats as api_stats
+from relay.web.api import suppressions as api_suppressions
 from relay.web.errors import EXCEPTION_HANDLERS, error_response
 from relay.web.events import EventBuffer
 from relay.web.state import Lru, WebState, state_of
 
 log = relay_log.get(__name__)
 
-API_ROUTES = [*api_stats.ROUTES, *api_campaigns.ROUTES]
+API_ROUTES = [
+    *api_stats.ROUTES,
+    *api_campaigns.ROUTES,
+    *api_messages.ROUTES,
+    *api_suppressions.ROUTES,
+]
 
 
 async def healthz(_request: Request) -> Response:

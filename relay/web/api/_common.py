@@ -17,6 +17,7 @@ from typing import Any
 from starlette.requests import Request
 
 from relay import passwords
+from relay.addresses import InvalidAddress, normalize
 from relay.store import tenants
 from relay.web.errors import ApiError, bad_param
 from relay.web.state import state_of
@@ -147,3 +148,13 @@ def page(items: list[dict[str, Any]], ids: list[int], limit: int) -> dict[str, A
         "items": items[:limit],
         "next_cursor": encode_cursor(ids[limit - 1]) if more else None,
     }
+
+
+def email_value(raw: Any, name: str = "email") -> str:
+    """The normalized key of an address parameter, or a 400 naming the parameter."""
+    if not isinstance(raw, str) or not raw:
+        raise bad_param(name, "expected an email address")
+    try:
+        return normalize(raw).key
+    except InvalidAddress as e:
+        raise bad_param(name, str(e)) from None
