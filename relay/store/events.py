@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import EventType
-from relay.store import stats, suppressions
+from relay.store import stats, suppressions, webhooks
 from relay.store.tables import deliveries, links, recipient_events, recipients
 
 OPENED, CLICKED = EventType.OPENED.value, EventType.CLICKED.value
@@ -153,6 +153,7 @@ async def record_tracking(
             eng[f"last_{field}_at"] = e.occurred_at
     if inserts:
         await conn.execute(recipient_events.insert(), inserts)
+        await webhooks.enqueue_many(conn, [_hook(row) for row in inserts if not row["detail"]])
     await stats.bump_many(conn, counts)
     for (tenant_id, key), eng in sorted(engagement.items()):
         values: dict[str, Any] = {
@@ -168,6 +169,21 @@ async def record_tracking(
             .values(**values)
         )
     return len(inserts)
+
+
+def _hook(row: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
+    """A webhook payload of an event row (tenant, type, data)."""
+    data = {
+        "delivery_id": row["delivery_id"],
+        "message_id": row["message_id"],
+        "recipient": row["recipient"],
+        "at": row["occurred_at"].isoformat() + "Z",
+        "unique": row["unique_first"],
+        "machine": row["machine"],
+    }
+    if row["url"]:
+        data["url"] = row["url"]
+    return row["tenant_id"], row["type"], data
 
 
 def _row(e: TrackEvent, owner: DeliveryOwner, unique: bool) -> dict[str, Any]:
@@ -272,6 +288,8 @@ async def record_unsubscribe(
     if already is not None:
         return False
     event = TrackEvent(EventType.UNSUBSCRIBED.value, owner.id, at, ip=ip, user_agent=user_agent)
-    await conn.execute(recipient_events.insert().values(**_row(event, owner, True)))
+    row = _row(event, owner, True)
+    await conn.execute(recipient_events.insert().values(**row))
+    await webhooks.enqueue_many(conn, [_hook(row)])
     await stats.bump(conn, owner.tenant_id, owner.campaign_id, "unsubscribed", at)
     return True

@@ -31,9 +31,11 @@ from relay.web.api import campaigns as api_campaigns
 from relay.web.api import messages as api_messages
 from relay.web.api import stats as api_stats
 from relay.web.api import suppressions as api_suppressions
+from relay.web.api import webhooks as api_webhooks
 from relay.web.errors import EXCEPTION_HANDLERS, error_response
 from relay.web.events import EventBuffer
 from relay.web.state import Lru, WebState, state_of
+from relay.webhooks import Dispatcher
 
 log = relay_log.get(__name__)
 
@@ -42,6 +44,7 @@ API_ROUTES = [
     *api_campaigns.ROUTES,
     *api_messages.ROUTES,
     *api_suppressions.ROUTES,
+    *api_webhooks.ROUTES,
 ]
 
 
@@ -99,11 +102,13 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
         flusher = asyncio.create_task(buffer.run(stop), name="relay.web.events")
+        hooks = asyncio.create_task(Dispatcher(db, clock).run(stop), name="relay.webhooks")
         try:
             yield
         finally:
             stop.set()
             await flusher  # its `finally` writes what is left
+            await hooks
 
     routes = [
         *tracking.ROUTES,

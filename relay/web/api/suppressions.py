@@ -59,7 +59,7 @@ async def list_suppressions(request: Request) -> JSONResponse:
     return JSONResponse(page([_item(r) for r in found], [r.id for r in found], limit))
 
 
-async def _json(request: Request) -> dict[str, Any]:
+async def read_json(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
     except ValueError:
@@ -81,7 +81,7 @@ def _expires(raw: Any) -> datetime | None:
 
 async def add_suppression(request: Request) -> JSONResponse:
     who = await authenticate(request)
-    body = await _json(request)
+    body = await read_json(request)
     email = email_value(body.get("email"))
     reason = body.get("reason", SuppressionReason.MANUAL.value)
     if reason not in {r.value for r in SuppressionReason}:
