@@ -9,15 +9,17 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.store.tables import (
+    accounts,
     deliveries,
     messages,
     recipient_events,
     recipients,
     suppressions,
+    usage_counters,
 )
 
 
@@ -202,3 +204,36 @@ async def suppression_of(conn: AsyncConnection, tenant_id: int, key: str) -> Any
             .order_by(suppressions.c.scope)
         )
     ).first()
+
+
+async def account_rows(conn: AsyncConnection) -> dict[str, Any]:
+    """name → accounts row (the pool's persistent state)."""
+    return {r.name: r for r in await conn.execute(select(accounts).order_by(accounts.c.name))}
+
+
+async def account_usage(conn: AsyncConnection, names: list[str], day: datetime) -> dict[str, Any]:
+    """name → today's usage_counters row (count, bounces) of each account."""
+    subjects = {f"account:{n}": n for n in names}
+    rows = await conn.execute(
+        select(usage_counters).where(
+            usage_counters.c.subject.in_(list(subjects)),
+            usage_counters.c.window == "day",
+            usage_counters.c.window_start == day,
+        )
+    )
+    return {subjects[r.subject]: r for r in rows}
+
+
+async def set_account_paused(
+    conn: AsyncConnection, name: str, paused: bool, reason: str | None, now: datetime
+) -> None:
+    """Pause or resume a pool account (creating its row when the pool has not yet)."""
+    values = {
+        "paused": paused,
+        "paused_reason": reason if paused else None,
+        "paused_until": None,
+        "updated_at": now,
+    }
+    result = await conn.execute(update(accounts).where(accounts.c.name == name).values(**values))
+    if result.rowcount == 0:
+        await conn.execute(accounts.insert().values(name=name, created_at=now, **values))

@@ -27,6 +27,7 @@ from relay.errors import ConfigError, SchemaError, StoreUnavailable
 from relay.render.tokens import Keyring, load_keyring
 from relay.store.db import Database, check_schema, ping, utcnow
 from relay.web import tracking
+from relay.web.api import accounts as api_accounts
 from relay.web.api import campaigns as api_campaigns
 from relay.web.api import messages as api_messages
 from relay.web.api import stats as api_stats
@@ -45,6 +46,7 @@ API_ROUTES = [
     *api_messages.ROUTES,
     *api_suppressions.ROUTES,
     *api_webhooks.ROUTES,
+    *api_accounts.ROUTES,
 ]
 
 
