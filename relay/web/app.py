@@ -30,6 +30,7 @@ from relay.web import tracking
 from relay.web.api import accounts as api_accounts
 from relay.web.api import campaigns as api_campaigns
 from relay.web.api import messages as api_messages
+from relay.web.api import openapi as api_openapi
 from relay.web.api import stats as api_stats
 from relay.web.api import suppressions as api_suppressions
 from relay.web.api import webhooks as api_webhooks
@@ -47,6 +48,7 @@ API_ROUTES = [
     *api_suppressions.ROUTES,
     *api_webhooks.ROUTES,
     *api_accounts.ROUTES,
+    *api_openapi.ROUTES,
 ]
 
 

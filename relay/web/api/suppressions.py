@@ -84,7 +84,7 @@ async def add_suppression(request: Request) -> JSONResponse:
     body = await read_json(request)
     email = email_value(body.get("email"))
     reason = body.get("reason", SuppressionReason.MANUAL.value)
-    if reason not in {r.value for r in SuppressionReason}:
+    if not isinstance(reason, str) or reason not in {r.value for r in SuppressionReason}:
         raise bad_param("reason", f"expected one of {sorted(r.value for r in SuppressionReason)}")
     expires_at = _expires(body.get("expires_at"))
     scope = _scope(request, who)

@@ -58,7 +58,9 @@ async def add_webhook(request: Request) -> JSONResponse:
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
         raise bad_param("url", "expected an http(s) URL")
     events = body.get("events", [])
-    if not isinstance(events, list) or not all(e in webhooks.EVENT_TYPES for e in events):
+    if not isinstance(events, list) or not all(
+        isinstance(e, str) and e in webhooks.EVENT_TYPES for e in events
+    ):
         raise bad_param("events", f"expected a list of {sorted(webhooks.EVENT_TYPES)}")
     async with state_of(request).db.write() as conn:
         hook_id, secret = await webhooks.create(conn, tenant_id, url, events)
