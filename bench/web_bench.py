@@ -5,7 +5,7 @@ stat counters), then times GET /stats/overview and GET /campaigns/{id} (p50/p99)
 the ASGI app. `pixel`: serves the web app with uvicorn (httptools, uvloop) in a child
 process and loads /track/open with `wrk` from another process.
 
-    .venv/bin/python -m bench.web_bench stats --url sqlite+aiosqlite:///var/bench.db --deliveries 1000000
+    .venv/bin/python -m bench.web_bench stats --url sqlite+aiosqlite:///var/b.db -n 1000000
     .venv/bin/python -m bench.web_bench pixel --seconds 10 --connections 100
 """
 
@@ -38,6 +38,7 @@ from relay.web.app import create_app
 SECRET = "bench-tracking-secret-0123456789"
 START = datetime(2026, 10, 1)
 CHUNK = 10_000
+RANGE = "/api/v1/stats/overview?from=2026-10-01T00:00:00Z&to=2026-10-05T00:00:00Z"
 
 
 async def fill(db: Database, n_deliveries: int, n_campaigns: int = 20) -> tuple[int, str]:
@@ -48,15 +49,28 @@ async def fill(db: Database, n_deliveries: int, n_campaigns: int = 20) -> tuple[
     async with db.write() as conn:
         camp_ids = []
         for i in range(n_campaigns):
-            r = await conn.execute(campaigns.insert().values(
-                tenant_id=tenant.id, name=f"campaign-{i}", state="active", settings={},
-                created_at=now))
+            r = await conn.execute(
+                campaigns.insert().values(
+                    tenant_id=tenant.id,
+                    name=f"campaign-{i}",
+                    state="active",
+                    settings={},
+                    created_at=now,
+                )
+            )
             camp_ids.append(int(r.inserted_primary_key[0]))  # type: ignore[index]
         msg_ids = []
         for i in range(max(1, n_deliveries // 1000)):
-            r = await conn.execute(messages.insert().values(
-                tenant_id=tenant.id, campaign_id=camp_ids[i % n_campaigns], size=1000,
-                raw=None, options={}, received_at=now))
+            r = await conn.execute(
+                messages.insert().values(
+                    tenant_id=tenant.id,
+                    campaign_id=camp_ids[i % n_campaigns],
+                    size=1000,
+                    raw=None,
+                    options={},
+                    received_at=now,
+                )
+            )
             msg_ids.append((int(r.inserted_primary_key[0]), camp_ids[i % n_campaigns]))  # type: ignore[index]
     counts: Counter[stats.CounterKey] = Counter()
     done = 0
@@ -66,27 +80,58 @@ async def fill(db: Database, n_deliveries: int, n_campaigns: int = 20) -> tuple[
         for i in range(done, done + batch):
             msg_id, camp = msg_ids[i // 1000 % len(msg_ids)]
             at = START + timedelta(seconds=i * 7)
-            d_rows.append({"message_id": msg_id, "tenant_id": tenant.id, "campaign_id": camp,
-                           "recipient": f"r{i}@example.com", "recipient_key": f"r{i}@example.com",
-                           "domain": "example.com", "state": "delivered", "attempts": 1,
-                           "next_attempt_at": at, "created_at": at, "updated_at": at,
-                           "final_at": at})
+            d_rows.append(
+                {
+                    "message_id": msg_id,
+                    "tenant_id": tenant.id,
+                    "campaign_id": camp,
+                    "recipient": f"r{i}@example.com",
+                    "recipient_key": f"r{i}@example.com",
+                    "domain": "example.com",
+                    "state": "delivered",
+                    "attempts": 1,
+                    "next_attempt_at": at,
+                    "created_at": at,
+                    "updated_at": at,
+                    "final_at": at,
+                }
+            )
             for metric in ("sent", "delivered"):
                 counts[(tenant.id, camp, at, metric)] += 1
         async with db.write() as conn:
             await conn.execute(deliveries.insert(), d_rows)
-            first = (await conn.execute(
-                deliveries.select().with_only_columns(deliveries.c.id)
-                .where(deliveries.c.recipient_key == f"r{done}@example.com"))).scalar_one()
+            first = (
+                await conn.execute(
+                    deliveries.select()
+                    .with_only_columns(deliveries.c.id)
+                    .where(deliveries.c.recipient_key == f"r{done}@example.com")
+                )
+            ).scalar_one()
             for j, row in enumerate(d_rows):
                 for k, kind in enumerate(("delivered", "opened", "clicked")):
-                    e_rows.append({"tenant_id": tenant.id, "delivery_id": first + j,
-                                   "message_id": row["message_id"], "campaign_id": row["campaign_id"],
-                                   "recipient": row["recipient_key"], "type": kind,
-                                   "occurred_at": row["created_at"] + timedelta(minutes=k),
-                                   "unique_first": True, "machine": False})
-                for m in ("opened", "opened_unique", "opened_human", "opened_unique_human",
-                          "clicked", "clicked_unique", "clicked_human", "clicked_unique_human"):
+                    e_rows.append(
+                        {
+                            "tenant_id": tenant.id,
+                            "delivery_id": first + j,
+                            "message_id": row["message_id"],
+                            "campaign_id": row["campaign_id"],
+                            "recipient": row["recipient_key"],
+                            "type": kind,
+                            "occurred_at": row["created_at"] + timedelta(minutes=k),
+                            "unique_first": True,
+                            "machine": False,
+                        }
+                    )
+                for m in (
+                    "opened",
+                    "opened_unique",
+                    "opened_human",
+                    "opened_unique_human",
+                    "clicked",
+                    "clicked_unique",
+                    "clicked_human",
+                    "clicked_unique_human",
+                ):
                     counts[(tenant.id, row["campaign_id"], row["created_at"], m)] += 1
             await conn.execute(recipient_events.insert(), e_rows)
         done += batch
@@ -113,10 +158,15 @@ async def bench_stats(url: str, n: int, requests: int) -> None:
     headers = {"Authorization": f"Bearer {key}"}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        for name, path in (("overview", "/api/v1/stats/overview"),
-                           ("overview from/to", "/api/v1/stats/overview?from=2026-10-01T00:00:00Z&to=2026-10-05T00:00:00Z"),
-                           ("campaign", "/api/v1/campaigns/campaign-3"),
-                           ("campaign list", "/api/v1/campaigns?limit=20")):
+        for name, path in (
+            ("overview", "/api/v1/stats/overview"),
+            (
+                "overview from/to",
+                RANGE,
+            ),
+            ("campaign", "/api/v1/campaigns/campaign-3"),
+            ("campaign list", "/api/v1/campaigns?limit=20"),
+        ):
             await client.get(path, headers=headers)  # warm: key verification cached
             samples = []
             for _ in range(requests):
@@ -136,9 +186,14 @@ def bench_pixel(seconds: int, connections: int, threads: int) -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    env = {**os.environ, "RELAY_DATABASE__URL": url, "RELAY_TRACKING__SECRET": SECRET,
-           "RELAY_HTTP__LISTEN": f"127.0.0.1:{port}", "RELAY_DATA_DIR": str(tmp),
-           "RELAY_DATABASE__AUTO_MIGRATE": "true"}
+    env = {
+        **os.environ,
+        "RELAY_DATABASE__URL": url,
+        "RELAY_TRACKING__SECRET": SECRET,
+        "RELAY_HTTP__LISTEN": f"127.0.0.1:{port}",
+        "RELAY_DATA_DIR": str(tmp),
+        "RELAY_DATABASE__AUTO_MIGRATE": "true",
+    }
     server = subprocess.Popen([sys.executable, "-m", "bench.web_bench", "serve"], env=env)
     try:
         deadline = time.monotonic() + 30
@@ -150,9 +205,17 @@ def bench_pixel(seconds: int, connections: int, threads: int) -> None:
                 time.sleep(0.2)
         token = Keyring(SECRET.encode()).sign(TokenData(TokenKind.OPEN, 1))
         out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency",
-             f"http://127.0.0.1:{port}/track/open/{token}"],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                f"http://127.0.0.1:{port}/track/open/{token}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         print(out)
         rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -189,7 +252,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("stats")
     s.add_argument("--url", default="sqlite+aiosqlite:///var/bench-web.db")
-    s.add_argument("--deliveries", type=int, default=1_000_000)
+    s.add_argument("-n", "--deliveries", type=int, default=1_000_000)
     s.add_argument("--requests", type=int, default=300)
     p = sub.add_parser("pixel")
     p.add_argument("--seconds", type=int, default=10)
