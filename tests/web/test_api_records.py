@@ -186,3 +186,17 @@ async def test_admin_sees_all_messages(
     )
     async with db.read() as conn:
         assert list(await conn.execute(select(recipient_events))) == []
+
+
+async def test_out_of_range_ids_are_400_not_500(
+    client: httpx.AsyncClient, tenant_a: Tenant
+) -> None:
+    for path in (
+        "/api/v1/messages/99999999999999999999999",
+        "/api/v1/messages/²",
+        "/api/v1/messages?cursor=aWQ6OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5",
+        "/api/v1/webhooks?id=2041033878458675757056",
+    ):
+        method = "DELETE" if "webhooks" in path else "GET"
+        r = await client.request(method, path, headers=tenant_a.auth)
+        _error(r, 400, "invalid_parameter")

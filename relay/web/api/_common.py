@@ -23,6 +23,7 @@ from relay.web.errors import ApiError, bad_param
 from relay.web.state import state_of
 
 MAX_LIMIT = 500
+MAX_ID = 2**63 - 1  # BIGINT: larger numbers cannot name a row (and overflow drivers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +86,9 @@ def int_param(
         value = int(raw)
     except ValueError:
         raise bad_param(name, f"expected an integer, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and {maximum}" if maximum is not None else ""
-        raise bad_param(name, f"must be between {minimum}{upper}, got {value}")
+    maximum = MAX_ID if maximum is None else maximum
+    if value < minimum or value > maximum:
+        raise bad_param(name, f"must be between {minimum} and {maximum}, got {value}")
     return value
 
 
@@ -134,9 +135,10 @@ def cursor_param(request: Request) -> int:
     try:
         text = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
         kind, _, value = text.partition(":")
-        if kind != "id":
+        number = int(value)
+        if kind != "id" or not 0 <= number <= MAX_ID:
             raise ValueError(kind)
-        return int(value)
+        return number
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise bad_param("cursor", "not a cursor this API gave out") from None
 

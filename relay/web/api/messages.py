@@ -13,6 +13,7 @@ from starlette.routing import Route
 from relay.model import DeliveryState
 from relay.store import campaigns, views
 from relay.web.api._common import (
+    MAX_ID,
     Principal,
     authenticate,
     cursor_param,
@@ -89,7 +90,7 @@ async def get_message(request: Request) -> JSONResponse:
     who = await authenticate(request)
     tenant_id = tenant_scope(request, who)
     raw = request.path_params["id"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or int(raw) > MAX_ID:
         raise bad_param("id", f"expected a message id (integer), got {raw!r}")
     async with state_of(request).db.read() as conn:
         msg = await views.message(conn, tenant_id, int(raw))
