@@ -271,3 +271,15 @@ async def test_health_ready_metrics(client: httpx.AsyncClient) -> None:
     m = await client.get("/metrics")
     assert m.status_code == 200 and "relay_event_buffer_size" in m.text
     assert m.headers["content-type"].startswith("text/plain")
+
+
+async def test_times_past_year_9999_are_400(client: httpx.AsyncClient, tenant_a: Tenant) -> None:
+    for value in ("9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00%2B01:00"):
+        r = await client.get(f"/api/v1/stats/overview?from={value}", headers=tenant_a.auth)
+        _error(r, 400, "invalid_parameter")
+    r = await client.post(
+        "/api/v1/suppressions",
+        headers=tenant_a.auth,
+        json={"email": "a@b.example", "expires_at": "9999-12-31T23:59:59-01:00"},
+    )
+    _error(r, 400, "invalid_parameter")

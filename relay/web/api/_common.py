@@ -92,20 +92,22 @@ def int_param(
     return value
 
 
-def time_param(request: Request, name: str) -> datetime | None:
+def parse_time(raw: str, name: str) -> datetime:
     """An ISO-8601 time as naive UTC; a time without offset is taken as UTC."""
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return None
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "+"))
-    except ValueError:
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):  # overflow: 9999-12-31T23:59-01:00 is past year 9999
         raise bad_param(
             name, f"expected an ISO-8601 time such as 2026-11-23T10:00:00Z, got {raw!r}"
         ) from None
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
     return value
+
+
+def time_param(request: Request, name: str) -> datetime | None:
+    raw = request.query_params.get(name)
+    return None if raw is None or raw == "" else parse_time(raw, name)
 
 
 def time_range(request: Request) -> tuple[datetime | None, datetime | None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -26,6 +26,7 @@ from relay.web.api._common import (
     iso,
     limit_param,
     page,
+    parse_time,
     tenant_scope,
 )
 from relay.web.errors import ApiError, bad_param
@@ -72,11 +73,9 @@ async def read_json(request: Request) -> dict[str, Any]:
 def _expires(raw: Any) -> datetime | None:
     if raw is None:
         return None
-    try:
-        value = datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-    except ValueError:
-        raise bad_param("expires_at", f"expected an ISO-8601 time, got {raw!r}") from None
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    if not isinstance(raw, str):
+        raise bad_param("expires_at", f"expected an ISO-8601 time, got {raw!r}")
+    return parse_time(raw, "expires_at")
 
 
 async def add_suppression(request: Request) -> JSONResponse:
