@@ -118,6 +118,15 @@ class SmtpConfig(_Section):
 class HttpConfig(_Section):
     listen: HostPort = "127.0.0.1:8025"
     public_url: str = "http://127.0.0.1:8025"
+    # Tracking events wait in memory and are written in batches (see relay.web.events).
+    event_buffer_size: int = Field(50_000, ge=100)
+    event_batch_size: int = Field(2_000, ge=1)
+    event_flush_interval: Duration = 0.25
+    # Privacy: keep the client IP of opens/clicks in full, truncated (/24, /48) or not at all.
+    store_ip: Literal["full", "truncated", "none"] = "full"
+    # A click this soon after delivery is a link scanner, not a person.
+    machine_click_window: Duration = 5.0
+    link_cache_size: int = Field(100_000, ge=0)
 
     @field_validator("public_url")
     @classmethod

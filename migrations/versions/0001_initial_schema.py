@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 09:40:44.360639
+Create Date: 2026-11-23 11:21:44.171051
 """
 
 from __future__ import annotations
@@ -76,6 +76,20 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_recipient_events_delivery_id_type'), ['delivery_id', 'type'], unique=False)
         batch_op.create_index(batch_op.f('ix_recipient_events_tenant_id_occurred_at'), ['tenant_id', 'occurred_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_recipient_events_tenant_id_recipient_occurred_at'), ['tenant_id', 'recipient', 'occurred_at'], unique=False)
+
+    op.create_table('stat_counters',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('tenant_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('campaign_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('bucket_start', sa.DateTime().with_variant(mysql.DATETIME(fsp=6), 'mariadb').with_variant(mysql.DATETIME(fsp=6), 'mysql'), nullable=False),
+    sa.Column('metric', sa.String(length=32), nullable=False),
+    sa.Column('count', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_stat_counters')),
+    sa.UniqueConstraint('tenant_id', 'campaign_id', 'bucket_start', 'metric', name=op.f('uq_stat_counters_tenant_id_campaign_id_bucket_start_metric'))
+    )
+    with op.batch_alter_table('stat_counters', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_stat_counters_campaign_id_bucket_start'), ['campaign_id', 'bucket_start'], unique=False)
+        batch_op.create_index(batch_op.f('ix_stat_counters_tenant_id_bucket_start'), ['tenant_id', 'bucket_start'], unique=False)
 
     op.create_table('tenants',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -347,6 +361,11 @@ def downgrade() -> None:
     op.drop_table('api_keys')
     op.drop_table('usage_counters')
     op.drop_table('tenants')
+    with op.batch_alter_table('stat_counters', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_stat_counters_tenant_id_bucket_start'))
+        batch_op.drop_index(batch_op.f('ix_stat_counters_campaign_id_bucket_start'))
+
+    op.drop_table('stat_counters')
     with op.batch_alter_table('recipient_events', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_recipient_events_tenant_id_recipient_occurred_at'))
         batch_op.drop_index(batch_op.f('ix_recipient_events_tenant_id_occurred_at'))

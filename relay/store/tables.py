@@ -343,6 +343,23 @@ inbound_reports = Table(
     Index(None, "received_at"),
 )
 
+# Maintained stats counters (relay.store.stats): one row per tenant × campaign (0 = none) ×
+# hour × metric, bumped by intake, outcome and the tracking event flush, so stats never scan
+# deliveries or events.
+stat_counters = Table(
+    "stat_counters",
+    metadata,
+    _id(),
+    Column("tenant_id", Id, nullable=False),
+    Column("campaign_id", Id, nullable=False, default=0),
+    Column("bucket_start", Timestamp, nullable=False),  # the hour, UTC
+    Column("metric", String(32), nullable=False),
+    Column("count", BigInteger, nullable=False, default=0),
+    UniqueConstraint("tenant_id", "campaign_id", "bucket_start", "metric"),
+    Index(None, "campaign_id", "bucket_start"),
+    Index(None, "tenant_id", "bucket_start"),
+)
+
 # Monotonic change counters (e.g. 'suppressions') so other processes know to refresh caches.
 change_counters = Table(
     "change_counters",

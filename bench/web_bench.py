@@ -1,0 +1,274 @@
+"""Web benchmarks: stats API latency over a large data set, and open-pixel throughput.
+
+`stats`: fills a database with N deliveries and 3N events (bulk inserts, with the matching
+stat counters), then times GET /stats/overview and GET /campaigns/{id} (p50/p99) through
+the ASGI app. `pixel`: serves the web app with uvicorn (httptools, uvloop) in a child
+process and loads /track/open with `wrk` from another process.
+
+    .venv/bin/python -m bench.web_bench stats --url sqlite+aiosqlite:///var/b.db -n 1000000
+    .venv/bin/python -m bench.web_bench pixel --seconds 10 --connections 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from relay.config import Config, DatabaseConfig
+from relay.render.tokens import Keyring, TokenData, TokenKind
+from relay.store import stats, tenants
+from relay.store.db import Database, upgrade
+from relay.store.tables import campaigns, deliveries, messages, recipient_events
+from relay.web.app import create_app
+
+SECRET = "bench-tracking-secret-0123456789"
+START = datetime(2026, 10, 1)
+CHUNK = 10_000
+RANGE = "/api/v1/stats/overview?from=2026-10-01T00:00:00Z&to=2026-10-05T00:00:00Z"
+
+
+async def fill(db: Database, n_deliveries: int, n_campaigns: int = 20) -> tuple[int, str]:
+    """Tenant, campaigns, one message per 1,000 deliveries, deliveries, 3 events each."""
+    tenant = await tenants.add_tenant(db, f"bench-{random.randrange(10**9)}")
+    _key, secret = await tenants.create_api_key(db, tenant)
+    now = START
+    async with db.write() as conn:
+        camp_ids = []
+        for i in range(n_campaigns):
+            r = await conn.execute(
+                campaigns.insert().values(
+                    tenant_id=tenant.id,
+                    name=f"campaign-{i}",
+                    state="active",
+                    settings={},
+                    created_at=now,
+                )
+            )
+            camp_ids.append(int(r.inserted_primary_key[0]))  # type: ignore[index]
+        msg_ids = []
+        for i in range(max(1, n_deliveries // 1000)):
+            r = await conn.execute(
+                messages.insert().values(
+                    tenant_id=tenant.id,
+                    campaign_id=camp_ids[i % n_campaigns],
+                    size=1000,
+                    raw=None,
+                    options={},
+                    received_at=now,
+                )
+            )
+            msg_ids.append((int(r.inserted_primary_key[0]), camp_ids[i % n_campaigns]))  # type: ignore[index]
+    counts: Counter[stats.CounterKey] = Counter()
+    done = 0
+    while done < n_deliveries:
+        batch = min(CHUNK, n_deliveries - done)
+        d_rows, e_rows = [], []
+        for i in range(done, done + batch):
+            msg_id, camp = msg_ids[i // 1000 % len(msg_ids)]
+            at = START + timedelta(seconds=i * 7)
+            d_rows.append(
+                {
+                    "message_id": msg_id,
+                    "tenant_id": tenant.id,
+                    "campaign_id": camp,
+                    "recipient": f"r{i}@example.com",
+                    "recipient_key": f"r{i}@example.com",
+                    "domain": "example.com",
+                    "state": "delivered",
+                    "attempts": 1,
+                    "next_attempt_at": at,
+                    "created_at": at,
+                    "updated_at": at,
+                    "final_at": at,
+                }
+            )
+            for metric in ("sent", "delivered"):
+                counts[(tenant.id, camp, at, metric)] += 1
+        async with db.write() as conn:
+            await conn.execute(deliveries.insert(), d_rows)
+            first = (
+                await conn.execute(
+                    deliveries.select()
+                    .with_only_columns(deliveries.c.id)
+                    .where(deliveries.c.recipient_key == f"r{done}@example.com")
+                )
+            ).scalar_one()
+            for j, row in enumerate(d_rows):
+                for k, kind in enumerate(("delivered", "opened", "clicked")):
+                    e_rows.append(
+                        {
+                            "tenant_id": tenant.id,
+                            "delivery_id": first + j,
+                            "message_id": row["message_id"],
+                            "campaign_id": row["campaign_id"],
+                            "recipient": row["recipient_key"],
+                            "type": kind,
+                            "occurred_at": row["created_at"] + timedelta(minutes=k),
+                            "unique_first": True,
+                            "machine": False,
+                        }
+                    )
+                for m in (
+                    "opened",
+                    "opened_unique",
+                    "opened_human",
+                    "opened_unique_human",
+                    "clicked",
+                    "clicked_unique",
+                    "clicked_human",
+                    "clicked_unique_human",
+                ):
+                    counts[(tenant.id, row["campaign_id"], row["created_at"], m)] += 1
+            await conn.execute(recipient_events.insert(), e_rows)
+        done += batch
+        print(f"\r  {done:,}/{n_deliveries:,} deliveries", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    async with db.write() as conn:
+        await stats.bump_many(conn, counts)
+    return tenant.id, secret
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+async def bench_stats(url: str, n: int, requests: int) -> None:
+    db = Database.from_config(DatabaseConfig(url=url))
+    await upgrade(db.engine)
+    t0 = time.perf_counter()
+    _tenant_id, key = await fill(db, n)
+    print(f"fill: {n:,} deliveries, {3 * n:,} events in {time.perf_counter() - t0:.1f} s")
+    config = Config.model_validate({"data_dir": tempfile.mkdtemp(), "tracking": {"secret": SECRET}})
+    app = create_app(config, db)
+    headers = {"Authorization": f"Bearer {key}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        for name, path in (
+            ("overview", "/api/v1/stats/overview"),
+            (
+                "overview from/to",
+                RANGE,
+            ),
+            ("campaign", "/api/v1/campaigns/campaign-3"),
+            ("campaign list", "/api/v1/campaigns?limit=20"),
+        ):
+            await client.get(path, headers=headers)  # warm: key verification cached
+            samples = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                r = await client.get(path, headers=headers)
+                samples.append((time.perf_counter() - started) * 1000)
+                assert r.status_code == 200, r.text
+            p50, p99 = percentiles(samples)
+            print(f"{name:18s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  ({requests} requests)")
+    await db.dispose()
+
+
+def bench_pixel(seconds: int, connections: int, threads: int) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    url = f"sqlite+aiosqlite:///{tmp / 'pixel.db'}"
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    env = {
+        **os.environ,
+        "RELAY_DATABASE__URL": url,
+        "RELAY_TRACKING__SECRET": SECRET,
+        "RELAY_HTTP__LISTEN": f"127.0.0.1:{port}",
+        "RELAY_DATA_DIR": str(tmp),
+        "RELAY_DATABASE__AUTO_MIGRATE": "true",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "bench.web_bench", "serve"], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        token = Keyring(SECRET.encode()).sign(TokenData(TokenKind.OPEN, 1))
+        out = subprocess.run(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                "--latency",
+                f"http://127.0.0.1:{port}/track/open/{token}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        print(out)
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        p99 = re.search(r"99%\s+([\d.]+\w+)", out)
+        print(f"pixel: {rps.group(1) if rps else '?'} req/s, p99 {p99.group(1) if p99 else '?'}")
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+async def serve() -> None:
+    """The web role as `relay serve --role web` runs it (child process for `pixel`)."""
+    import uvloop
+
+    from relay.config import load
+    from relay.service import prepare_database
+    from relay.web.app import run
+
+    del uvloop
+    config = load(None, os.environ)
+    db = await prepare_database(config)
+    stopping = asyncio.Event()
+    import signal
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    try:
+        await run(config, db, stopping)
+    finally:
+        await db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="web_bench")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("stats")
+    s.add_argument("--url", default="sqlite+aiosqlite:///var/bench-web.db")
+    s.add_argument("-n", "--deliveries", type=int, default=1_000_000)
+    s.add_argument("--requests", type=int, default=300)
+    p = sub.add_parser("pixel")
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--connections", type=int, default=100)
+    p.add_argument("--threads", type=int, default=2)
+    sub.add_parser("serve")
+    args = parser.parse_args()
+    if args.cmd == "stats":
+        asyncio.run(bench_stats(args.url, args.deliveries, args.requests))
+    elif args.cmd == "pixel":
+        bench_pixel(args.seconds, args.connections, args.threads)
+    else:
+        import uvloop
+
+        uvloop.run(serve())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Recipient events from the tracking endpoints: opens, clicks, unsubscribes.
+
+Input: batches of `TrackEvent`s from the web event buffer. Output: `recipient_events` rows
+(with first-of-kind and machine flags settled against what is already stored), bumped stats
+counters and recipient engagement counts, all in one transaction. Also the lookups the
+tracking endpoints need (link URL, delivery owner) and the per-message event listing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from relay.model import EventType
+from relay.store import stats, suppressions, webhooks
+from relay.store.tables import deliveries, links, recipient_events, recipients
+
+OPENED, CLICKED = EventType.OPENED.value, EventType.CLICKED.value
+
+
+@dataclass(frozen=True, slots=True)
+class TrackEvent:
+    type: str  # 'opened' | 'clicked'
+    delivery_id: int
+    occurred_at: datetime
+    machine: bool = False  # already known to be a machine (user agent, network, HEAD)
+    link_id: int = 0
+    link_position: int | None = None
+    url: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    implied: bool = False  # an open inferred from a click (images blocked)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryOwner:
+    id: int
+    tenant_id: int
+    campaign_id: int | None
+    message_id: int
+    recipient_key: str
+    state: str
+    final_at: datetime | None
+
+
+async def delivery_owner(conn: AsyncConnection, delivery_id: int) -> DeliveryOwner | None:
+    row = (
+        await conn.execute(select(*_OWNER_COLUMNS).where(deliveries.c.id == delivery_id))
+    ).first()
+    return DeliveryOwner(*row) if row else None
+
+
+_OWNER_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.tenant_id,
+    deliveries.c.campaign_id,
+    deliveries.c.message_id,
+    deliveries.c.recipient_key,
+    deliveries.c.state,
+    deliveries.c.final_at,
+)
+
+
+async def link_target(conn: AsyncConnection, link_id: int) -> tuple[int, int, str] | None:
+    """(message_id, position, url) of a tracked link."""
+    row = (
+        await conn.execute(
+            select(links.c.message_id, links.c.position, links.c.url).where(links.c.id == link_id)
+        )
+    ).first()
+    return (int(row[0]), int(row[1]), str(row[2])) if row else None
+
+
+async def delivery_message(conn: AsyncConnection, delivery_id: int) -> int | None:
+    value = (
+        await conn.execute(select(deliveries.c.message_id).where(deliveries.c.id == delivery_id))
+    ).scalar()
+    return int(value) if value is not None else None
+
+
+async def record_tracking(
+    conn: AsyncConnection, batch: list[TrackEvent], machine_click_window_s: float
+) -> int:
+    """Store a batch of opens and clicks in the caller's transaction; returns rows written.
+
+    Events for deliveries that no longer exist (pruned) are skipped. Machine flags added
+    here need stored data: a click within `machine_click_window_s` of delivery, and a
+    delivery whose links (two or more) were all hit within one second.
+    """
+    ids = sorted({e.delivery_id for e in batch})
+    if not ids:
+        return 0
+    owners = {
+        r.id: DeliveryOwner(*r)
+        for r in await conn.execute(select(*_OWNER_COLUMNS).where(deliveries.c.id.in_(ids)))
+    }
+    batch = [e for e in batch if e.delivery_id in owners]
+    batch = _flag_machine_clicks(batch, owners, machine_click_window_s)
+    batch = _flag_all_links_hit(batch, await _link_counts(conn, owners))
+    # What is already stored: (delivery, type) seen at all, and seen from a human.
+    seen: set[tuple[int, str]] = set()
+    seen_human: set[tuple[int, str]] = set()
+    rows = await conn.execute(
+        select(recipient_events.c.delivery_id, recipient_events.c.type, recipient_events.c.machine)
+        .where(
+            recipient_events.c.delivery_id.in_(list(owners)),
+            recipient_events.c.type.in_((OPENED, CLICKED)),
+        )
+        .distinct()
+    )
+    for delivery_id, kind, machine in rows:
+        seen.add((delivery_id, kind))
+        if not machine:
+            seen_human.add((delivery_id, kind))
+
+    inserts: list[dict[str, Any]] = []
+    counts: Counter[stats.CounterKey] = Counter()
+    engagement: dict[tuple[int, str], dict[str, Any]] = defaultdict(
+        lambda: {"open_count": 0, "click_count": 0, "last_open_at": None, "last_click_at": None}
+    )
+    for event in sorted(batch, key=lambda e: e.occurred_at):
+        owner = owners[event.delivery_id]
+        todo = [event]
+        if event.type == CLICKED and (event.delivery_id, OPENED) not in seen:
+            # A click proves the mail was opened even when images were blocked.
+            todo.insert(
+                0,
+                replace(event, type=OPENED, implied=True, url=None, link_id=0, link_position=None),
+            )
+        for e in todo:
+            key = (e.delivery_id, e.type)
+            unique = key not in seen
+            unique_human = not e.machine and key not in seen_human
+            seen.add(key)
+            if not e.machine:
+                seen_human.add(key)
+            inserts.append(_row(e, owner, unique))
+
+            metrics = [e.type]
+            metrics += [f"{e.type}_human"] if not e.machine else []
+            metrics += [f"{e.type}_unique"] if unique else []
+            metrics += [f"{e.type}_unique_human"] if unique_human else []
+            for metric in metrics:
+                counts[(owner.tenant_id, owner.campaign_id, e.occurred_at, metric)] += 1
+            eng = engagement[(owner.tenant_id, owner.recipient_key)]
+            field = "open" if e.type == OPENED else "click"
+            eng[f"{field}_count"] += 1
+            eng[f"last_{field}_at"] = e.occurred_at
+    if inserts:
+        await conn.execute(recipient_events.insert(), inserts)
+        await webhooks.enqueue_many(conn, [_hook(row) for row in inserts if not row["detail"]])
+    await stats.bump_many(conn, counts)
+    for (tenant_id, key), eng in sorted(engagement.items()):
+        values: dict[str, Any] = {
+            "open_count": recipients.c.open_count + eng["open_count"],
+            "click_count": recipients.c.click_count + eng["click_count"],
+        }
+        for column in ("last_open_at", "last_click_at"):
+            if eng[column] is not None:
+                values[column] = eng[column]
+        await conn.execute(
+            update(recipients)
+            .where(recipients.c.tenant_id == tenant_id, recipients.c.email == key)
+            .values(**values)
+        )
+    return len(inserts)
+
+
+def _hook(row: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:
+    """A webhook payload of an event row (tenant, type, data)."""
+    data = {
+        "delivery_id": row["delivery_id"],
+        "message_id": row["message_id"],
+        "recipient": row["recipient"],
+        "at": row["occurred_at"].isoformat() + "Z",
+        "unique": row["unique_first"],
+        "machine": row["machine"],
+    }
+    if row["url"]:
+        data["url"] = row["url"]
+    return row["tenant_id"], row["type"], data
+
+
+def _row(e: TrackEvent, owner: DeliveryOwner, unique: bool) -> dict[str, Any]:
+    return {
+        "tenant_id": owner.tenant_id,
+        "delivery_id": owner.id,
+        "message_id": owner.message_id,
+        "campaign_id": owner.campaign_id,
+        "recipient": owner.recipient_key,
+        "type": e.type,
+        "occurred_at": e.occurred_at,
+        "unique_first": unique,
+        "machine": e.machine,
+        "link_position": e.link_position,
+        "url": e.url,
+        "ip": e.ip,
+        "user_agent": (e.user_agent or "")[:512] or None,
+        "detail": {"implied_by": "click"} if e.implied else None,
+    }
+
+
+def _flag_machine_clicks(
+    batch: list[TrackEvent], owners: dict[int, DeliveryOwner], window_s: float
+) -> list[TrackEvent]:
+    window = timedelta(seconds=window_s)
+    out = []
+    for e in batch:
+        final_at = owners[e.delivery_id].final_at
+        if e.type == CLICKED and final_at is not None and e.occurred_at - final_at < window:
+            e = replace(e, machine=True)
+        out.append(e)
+    return out
+
+
+async def _link_counts(conn: AsyncConnection, owners: dict[int, DeliveryOwner]) -> dict[int, int]:
+    message_ids = sorted({o.message_id for o in owners.values()})
+    rows = await conn.execute(
+        select(links.c.message_id, func.count())
+        .where(links.c.message_id.in_(message_ids))
+        .group_by(links.c.message_id)
+    )
+    per_message = {int(m): int(n) for m, n in rows}
+    return {d: per_message.get(o.message_id, 0) for d, o in owners.items()}
+
+
+def _flag_all_links_hit(batch: list[TrackEvent], link_counts: dict[int, int]) -> list[TrackEvent]:
+    """Scanners follow every link of a mail at once; people do not."""
+    clicks: dict[int, list[TrackEvent]] = defaultdict(list)
+    for e in batch:
+        if e.type == CLICKED:
+            clicks[e.delivery_id].append(e)
+    flagged: set[int] = set()
+    for delivery_id, events in clicks.items():
+        total = link_counts.get(delivery_id, 0)
+        if total < 2:
+            continue
+        events.sort(key=lambda e: e.occurred_at)
+        hit = {e.link_id for e in events}
+        span = events[-1].occurred_at - events[0].occurred_at
+        if len(hit) >= total and span <= timedelta(seconds=1):
+            flagged.add(delivery_id)
+    return [
+        replace(e, machine=True) if e.type == CLICKED and e.delivery_id in flagged else e
+        for e in batch
+    ]
+
+
+async def for_message(conn: AsyncConnection, message_id: int, limit: int = 500) -> list[Any]:
+    return list(
+        await conn.execute(
+            select(recipient_events)
+            .where(recipient_events.c.message_id == message_id)
+            .order_by(recipient_events.c.occurred_at, recipient_events.c.id)
+            .limit(limit)
+        )
+    )
+
+
+async def record_unsubscribe(
+    conn: AsyncConnection,
+    owner: DeliveryOwner,
+    at: datetime,
+    ip: str | None,
+    user_agent: str | None,
+) -> bool:
+    """Suppress the delivery's recipient for its tenant (reason unsubscribe) and, the first
+    time only, record the event and count it. Returns True when this call unsubscribed
+    the address; False when it already was (idempotent)."""
+    await suppressions.add(
+        conn, owner.tenant_id, owner.recipient_key, "unsubscribe", source=f"delivery:{owner.id}"
+    )
+    already = (
+        await conn.execute(
+            select(recipient_events.c.id)
+            .where(
+                recipient_events.c.delivery_id == owner.id,
+                recipient_events.c.type == EventType.UNSUBSCRIBED.value,
+            )
+            .limit(1)
+        )
+    ).first()
+    if already is not None:
+        return False
+    event = TrackEvent(EventType.UNSUBSCRIBED.value, owner.id, at, ip=ip, user_agent=user_agent)
+    row = _row(event, owner, True)
+    await conn.execute(recipient_events.insert().values(**row))
+    await webhooks.enqueue_many(conn, [_hook(row)])
+    await stats.bump(conn, owner.tenant_id, owner.campaign_id, "unsubscribed", at)
+    return True
