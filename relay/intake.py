@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address as HeaderAddress
@@ -137,9 +138,16 @@ class Settings:
 class Intake:
     """Validates and prepares messages, then commits them through the group committer."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        collect_links: Callable[[bytes], list[str]] | None = None,
+    ) -> None:
         self.db = db
         self.settings = settings
+        # The URLs rendering will track (relay.render.collect_links), stored once per message.
+        self.collect_links = collect_links
         self.committer = GroupCommitter(db)
 
     async def submit(
@@ -166,7 +174,7 @@ class Intake:
         for name, value in msg.items():
             lname = name.lower()
             if lname.startswith("x-relay-"):
-                options[lname[len("x-relay-"):].replace("-", "_")] = str(value).strip()
+                options[lname[len("x-relay-") :].replace("-", "_")] = str(value).strip()
         next_attempt_at = parse_send_at(options["send_at"]) if "send_at" in options else None
         no_suppression = options.get("no_suppression") == "1" and bool(
             credential and credential.allow_no_suppression
@@ -175,9 +183,7 @@ class Intake:
         if campaign_name:
             campaign_id, state = await self._campaign(tenant.id, campaign_name[:255])
             held = held or state == "paused"
-        stored = strip_headers(
-            raw, {"bcc", self.settings.campaign_header.lower()}, "x-relay-"
-        )
+        stored = strip_headers(raw, {"bcc", self.settings.campaign_header.lower()}, "x-relay-")
         message_id_header = str(msg.get("message-id", "") or "").strip()
         if not message_id_header:
             message_id_header = f"<{secrets.token_hex(12)}@{self.settings.hostname}>"
@@ -207,15 +213,28 @@ class Intake:
             "received_at": utcnow(),
         }
         item = NewMessage(
-            tenant.id, row, recipients, held=held, check_suppression=not no_suppression,
+            tenant.id,
+            row,
+            recipients,
+            held=held,
+            check_suppression=not no_suppression,
             next_attempt_at=next_attempt_at,
+            links=self._links(stored, options),
         )
         message_id = await self.committer.commit(item)
         logger.info(
-            "message.accepted", message_id=message_id, tenant=tenant.name,
-            recipients=len(recipients), size=len(stored),
+            "message.accepted",
+            message_id=message_id,
+            tenant=tenant.name,
+            recipients=len(recipients),
+            size=len(stored),
         )
         return Accepted(message_id, message_id_header, dict(item.states))
+
+    def _links(self, stored: bytes, options: dict[str, Any]) -> list[str]:
+        if self.collect_links is None or str(options.get("track", "")).strip().lower() == "none":
+            return []
+        return self.collect_links(stored)
 
     async def _campaign(self, tenant_id: int, name: str) -> tuple[int, str]:
         try:

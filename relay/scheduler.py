@@ -23,6 +23,7 @@ from relay import log
 from relay.config import Config
 from relay.model import Delivery, Outcome, SmtpReply
 from relay.outcome import SUPPRESSED_DETAIL, Policy, record_outcomes
+from relay.rendering import DeliveryRenderer
 from relay.store import accounts
 from relay.store import deliveries as queue
 from relay.store.db import Database, utcnow
@@ -47,7 +48,7 @@ Render = Callable[[Delivery, bytes], Awaitable[tuple[str, bytes]]]
 
 
 async def pass_through(delivery: Delivery, raw: bytes) -> tuple[str, bytes]:
-    """Until relay.render's Renderer is wired in: send the stored bytes as they are."""
+    """Send the stored bytes as they are (tests of the queue itself; the role renders)."""
     return delivery.mail_from, raw
 
 
@@ -278,7 +279,9 @@ class Scheduler:
 
 async def run(config: Config, db: Database, stopping: asyncio.Event) -> None:
     """The `delivery` role (relay.service)."""
-    scheduler = Scheduler(config, db, build_transport(config))
+    # Built before the first lease: a missing or unreadable DKIM key stops start-up here.
+    render = DeliveryRenderer(config, db)
+    scheduler = Scheduler(config, db, build_transport(config), render=render)
     logger.info("delivery.started", owner=scheduler.owner, mode=config.delivery.mode)
     await scheduler.serve(stopping)
     logger.info("delivery.stopped", owner=scheduler.owner)

@@ -15,8 +15,11 @@ from relay.errors import ConfigError
 def register(sub: Any) -> None:
     tls = group(sub, "tls", "TLS helpers for the SMTP listeners")
     p = command(
-        tls, "selfsigned", run_selfsigned,
-        "write cert.pem and key.pem (self-signed, for testing) into a folder", json=True,
+        tls,
+        "selfsigned",
+        run_selfsigned,
+        "write cert.pem and key.pem (self-signed, for testing) into a folder",
+        json=True,
     )
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write into")
     p.add_argument("--hostname", default="localhost", help="name or IP the certificate is for")

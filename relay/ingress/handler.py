@@ -74,7 +74,11 @@ class Handler:
         self.shared = shared
 
     async def handle_EHLO(
-        self, server: SubmissionSMTP, session: Session, envelope: Envelope, hostname: str,
+        self,
+        server: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
@@ -82,7 +86,11 @@ class Handler:
         return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_MAIL(
-        self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str,
+        self,
+        server: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         mail_options: list[str],
     ) -> str:
         if address:
@@ -101,7 +109,11 @@ class Handler:
         return "250 2.1.0 Ok"
 
     async def handle_RCPT(
-        self, server: SubmissionSMTP, session: Session, envelope: Envelope, address: str,
+        self,
+        server: SubmissionSMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
         rcpt_options: list[str],
     ) -> str:
         try:
@@ -126,13 +138,21 @@ class Handler:
         try:
             if identity is None:
                 await inbound.receive(
-                    self.shared.db, self.shared.keyring, self.shared.bounce,
-                    envelope.mail_from or "", list(envelope.rcpt_tos), raw,
+                    self.shared.db,
+                    self.shared.keyring,
+                    self.shared.bounce,
+                    envelope.mail_from or "",
+                    list(envelope.rcpt_tos),
+                    raw,
                 )
                 return replies.ACCEPTED.format(id="inbound")
             accepted = await self.shared.intake.submit(
-                identity.tenant, identity.credential, envelope.mail_from or "",
-                list(envelope.rcpt_tos), raw, smtputf8=bool(envelope.smtp_utf8),
+                identity.tenant,
+                identity.credential,
+                envelope.mail_from or "",
+                list(envelope.rcpt_tos),
+                raw,
+                smtputf8=bool(envelope.smtp_utf8),
             )
         except Rejected as e:
             return e.reply
@@ -265,9 +285,11 @@ class SubmissionSMTP(SMTP):
             credential = await self.shared.authenticator.check(
                 username, password.decode("utf-8", "replace")
             )
-            tenant = await get_tenant_by_id(self.shared.db, credential.tenant_id) if (
-                credential is not None and not credential.disabled
-            ) else None
+            tenant = (
+                await get_tenant_by_id(self.shared.db, credential.tenant_id)
+                if (credential is not None and not credential.disabled)
+                else None
+            )
         except Exception as e:  # noqa: BLE001 - database trouble: temporary
             if isinstance(e, asyncio.CancelledError):
                 raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import ssl
 
@@ -19,6 +20,7 @@ from relay.ingress.auth import Authenticator, AuthThrottle
 from relay.ingress.handler import Shared, SubmissionSMTP
 from relay.ingress.tls import server_context
 from relay.intake import Intake, Settings
+from relay.render import collect_links
 from relay.render.tokens import load_keyring
 from relay.store.db import Database
 from relay.store.tenants import get_tenant
@@ -32,9 +34,7 @@ async def build_shared(config: Config, db: Database) -> Shared:
     trusted_tenant = None
     if smtp.trusted_networks:
         if not smtp.trusted_tenant:
-            raise ConfigError(
-                "smtp.trusted_tenant", "required when smtp.trusted_networks is set"
-            )
+            raise ConfigError("smtp.trusted_tenant", "required when smtp.trusted_networks is set")
         try:
             trusted_tenant = await get_tenant(db, smtp.trusted_tenant)
         except NotFound as e:
@@ -42,10 +42,15 @@ async def build_shared(config: Config, db: Database) -> Shared:
     return Shared(
         config=smtp,
         db=db,
-        intake=Intake(db, Settings(smtp.hostname, smtp.campaign_header)),
+        intake=Intake(
+            db,
+            Settings(smtp.hostname, smtp.campaign_header),
+            collect_links=functools.partial(collect_links, config=config),
+        ),
         authenticator=Authenticator(db),
         throttle=AuthThrottle(
-            smtp.auth_failures_before_delay, smtp.auth_failures_before_block,
+            smtp.auth_failures_before_delay,
+            smtp.auth_failures_before_block,
             smtp.auth_block_time,
         ),
         bounce_domain=config.bounce.domain.lower().rstrip("."),
@@ -85,9 +90,7 @@ async def start(config: Config, db: Database) -> tuple[Shared, list[asyncio.Serv
             servers.append(await loop.create_server(lambda: factory(context), host, port))
         for address in smtp.tls_listen:
             host, port = split_hostport(address)
-            servers.append(
-                await loop.create_server(lambda: factory(None), host, port, ssl=context)
-            )
+            servers.append(await loop.create_server(lambda: factory(None), host, port, ssl=context))
     except OSError as e:
         for server in servers:
             server.close()

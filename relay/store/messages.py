@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.store.db import Database, utcnow
 from relay.store.suppressions import suppressed_among
-from relay.store.tables import campaigns, deliveries, messages, recipients
+from relay.store.tables import campaigns, deliveries, links, messages, recipients, tenants
 
 
 @dataclass(slots=True)
@@ -42,6 +42,7 @@ class NewMessage:
     check_suppression: bool = True
     next_attempt_at: datetime | None = None
     states: dict[str, str] = field(default_factory=dict)  # key → state, filled on insert
+    links: list[str] = field(default_factory=list)  # tracked URLs, stored once per message
 
 
 async def campaign_for(db: Database, tenant_id: int, name: str) -> tuple[int, str]:
@@ -57,7 +58,10 @@ async def campaign_for(db: Database, tenant_id: int, name: str) -> tuple[int, st
         async with db.write() as conn:
             result = await conn.execute(
                 campaigns.insert().values(
-                    tenant_id=tenant_id, name=name, state="active", settings={},
+                    tenant_id=tenant_id,
+                    name=name,
+                    state="active",
+                    settings={},
                     created_at=utcnow(),
                 )
             )
@@ -74,6 +78,7 @@ async def insert_batch(conn: AsyncConnection, batch: Sequence[NewMessage]) -> li
     now = utcnow()
     ids: list[int] = []
     delivery_rows: list[dict[str, Any]] = []
+    link_rows: list[dict[str, Any]] = []
     seen: dict[tuple[int, str], int] = {}
     # One suppression lookup per tenant for the whole batch, not one per message.
     wanted: dict[int, set[str]] = {}
@@ -88,6 +93,10 @@ async def insert_batch(conn: AsyncConnection, batch: Sequence[NewMessage]) -> li
         result = await conn.execute(messages.insert().values(**item.row))
         message_id = int(result.inserted_primary_key[0])  # type: ignore[index]
         ids.append(message_id)
+        link_rows.extend(
+            {"message_id": message_id, "position": i, "url": url}
+            for i, url in enumerate(item.links)
+        )
         suppressed = suppressed_by_tenant.get(item.tenant_id, {}) if item.check_suppression else {}
         for r in item.recipients:
             state = "suppressed" if r.key in suppressed else "held" if item.held else "queued"
@@ -113,6 +122,8 @@ async def insert_batch(conn: AsyncConnection, batch: Sequence[NewMessage]) -> li
             seen[counter_key] = seen.get(counter_key, 0) + 1
     if delivery_rows:
         await conn.execute(deliveries.insert(), delivery_rows)
+    if link_rows:
+        await conn.execute(links.insert(), link_rows)
     await _upsert_recipients(conn, seen, now)
     return ids
 
@@ -122,8 +133,14 @@ async def _upsert_recipients(
 ) -> None:
     # Sorted so that concurrent batches take row locks in the same order (no deadlocks).
     rows = [
-        {"tenant_id": t, "email": k, "status": "active", "first_seen_at": now,
-         "last_seen_at": now, "messages_count": n}
+        {
+            "tenant_id": t,
+            "email": k,
+            "status": "active",
+            "first_seen_at": now,
+            "last_seen_at": now,
+            "messages_count": n,
+        }
         for (t, k), n in sorted(seen.items())
     ]
     if not rows:
@@ -144,3 +161,37 @@ async def _upsert_recipients(
             },
         )
     await conn.execute(stmt, rows)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderInputs:
+    """What rendering a message needs besides its bytes: tracked links and settings."""
+
+    links: dict[str, int]  # url → links.id
+    tenant_settings: dict[str, Any]
+    campaign_settings: dict[str, Any]
+    options: dict[str, Any]
+
+
+async def render_inputs(conn: AsyncConnection, message_id: int) -> RenderInputs:
+    row = (
+        await conn.execute(
+            select(
+                messages.c.options,
+                tenants.c.settings.label("tenant_settings"),
+                campaigns.c.settings.label("campaign_settings"),
+            )
+            .join(tenants, tenants.c.id == messages.c.tenant_id)
+            .outerjoin(campaigns, campaigns.c.id == messages.c.campaign_id)
+            .where(messages.c.id == message_id)
+        )
+    ).one()
+    found = await conn.execute(
+        select(links.c.url, links.c.id).where(links.c.message_id == message_id)
+    )
+    return RenderInputs(
+        {url: int(link_id) for url, link_id in found},
+        dict(row.tenant_settings or {}),
+        dict(row.campaign_settings or {}),
+        dict(row.options or {}),
+    )

@@ -49,8 +49,16 @@ async def test_sigkill_after_250_loses_nothing(db: Database, db_url: str, tmp_pa
         RELAY_LOG__LEVEL="warning",
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay", "serve", "--role", "smtp",
-        env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "relay",
+        "serve",
+        "--role",
+        "smtp",
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         await _wait_listening(port, proc, 30)

@@ -50,7 +50,10 @@ async def test_starttls_then_auth_and_send(db: Database, tls_pair) -> None:  # t
         context = ssl.create_default_context()
         ca.configure_trust(context)
         smtp = aiosmtplib.SMTP(
-            hostname="127.0.0.1", port=running.port, timeout=10, start_tls=False,
+            hostname="127.0.0.1",
+            port=running.port,
+            timeout=10,
+            start_tls=False,
             tls_context=context,
         )
         await smtp.connect()

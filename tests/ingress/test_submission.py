@@ -211,7 +211,10 @@ async def test_suppressed_and_held(ingress: Running) -> None:
     async with ingress.db.write() as conn:
         await conn.execute(
             campaigns.insert().values(
-                tenant_id=ingress.tenant.id, name="paused-one", state="paused", settings={},
+                tenant_id=ingress.tenant.id,
+                name="paused-one",
+                state="paused",
+                settings={},
                 created_at=__import__("relay.store.db").store.db.utcnow(),
             )
         )
@@ -231,11 +234,23 @@ async def test_suppressed_and_held(ingress: Running) -> None:
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
 async def test_swaks_as_in_readme(ingress: Running) -> None:
     args = [
-        "swaks", "--server", f"127.0.0.1:{ingress.port}",
-        "--auth", "PLAIN", "--auth-user", ingress.credential.username,
-        "--auth-password", ingress.password,
-        "--from", "news@shop.example", "--to", "ann@example.org",
-        "--header", "X-Campaign-ID: welcome", "--body", "Hello from swaks",
+        "swaks",
+        "--server",
+        f"127.0.0.1:{ingress.port}",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        ingress.credential.username,
+        "--auth-password",
+        ingress.password,
+        "--from",
+        "news@shop.example",
+        "--to",
+        "ann@example.org",
+        "--header",
+        "X-Campaign-ID: welcome",
+        "--body",
+        "Hello from swaks",
     ]
     proc = await asyncio.to_thread(subprocess.run, args, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -15,9 +15,17 @@ from tests import rows
 
 def _message(tenant_id: int, *keys: str, held: bool = False) -> NewMessage:
     row = {
-        "tenant_id": tenant_id, "message_id_header": "<x@y>", "mail_from": "a@shop.example",
-        "from_header": "", "subject": "", "size": 3, "raw": b"x\r\n",
-        "raw_encoding": "identity", "smtputf8": False, "options": {}, "received_at": utcnow(),
+        "tenant_id": tenant_id,
+        "message_id_header": "<x@y>",
+        "mail_from": "a@shop.example",
+        "from_header": "",
+        "subject": "",
+        "size": 3,
+        "raw": b"x\r\n",
+        "raw_encoding": "identity",
+        "smtputf8": False,
+        "options": {},
+        "received_at": utcnow(),
     }
     rcpts = [NewRecipient(k, k, k.rpartition("@")[2], "to") for k in keys]
     return NewMessage(tenant_id, row, rcpts, held=held)
@@ -41,8 +49,7 @@ async def test_batch_of_two_tenants_with_suppression_per_tenant(db: Database) ->
     async with db.read() as conn:
         assert len((await conn.execute(select(deliveries))).all()) == 4
         counts = {
-            (r.tenant_id, r.email): r.messages_count
-            for r in await conn.execute(select(recipients))
+            (r.tenant_id, r.email): r.messages_count for r in await conn.execute(select(recipients))
         }
     assert counts == {(t1, "x@example.org"): 1, (t1, "y@example.org"): 1, (t2, "x@example.org"): 2}
 
