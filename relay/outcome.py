@@ -31,7 +31,7 @@ from relay.model import (
     SmtpReply,
     SuppressionReason,
 )
-from relay.store import suppressions
+from relay.store import stats, suppressions, webhooks
 from relay.store.accounts import bump_usage, day_start
 from relay.store.db import Database
 from relay.store.tables import deliveries, delivery_attempts, recipient_events, recipients
@@ -157,6 +157,19 @@ async def record_outcomes(
     return states
 
 
+# Delivery state → stats counter (relay.store.stats.METRICS) and the states webhooks hear of.
+_METRIC = {
+    DeliveryState.DELIVERED: "delivered",
+    DeliveryState.BOUNCED: "bounced_hard",
+    DeliveryState.FAILED: "failed",
+    DeliveryState.DEFERRED: "deferred",
+    DeliveryState.SUPPRESSED: "suppressed",
+}
+_WEBHOOK_STATES = frozenset(
+    {DeliveryState.DELIVERED, DeliveryState.BOUNCED, DeliveryState.DEFERRED, DeliveryState.FAILED}
+)
+
+
 async def _apply(
     conn: AsyncConnection,
     owner: str,
@@ -256,7 +269,21 @@ async def _apply(
             detail=detail,
         )
     )
-    # COORDINATOR: wire the web stream here, inside this transaction, for every outcome:
-    #   await relay.store.stats.bump(conn, ...)      (counters per tenant/campaign/day)
-    #   await relay.store.webhooks.enqueue(conn, ...) (event → matching webhooks)
+    # Maintained counters for the stats API, and webhooks, in the same transaction.
+    metric = _METRIC.get(state)
+    if metric is not None:
+        await stats.bump(conn, delivery.tenant_id, delivery.campaign_id, metric, now)
+    if state in _WEBHOOK_STATES:
+        await webhooks.enqueue(
+            conn,
+            delivery.tenant_id,
+            str(state) if state is not DeliveryState.BOUNCED else "bounced",
+            {
+                "delivery_id": delivery.id,
+                "message_id": delivery.message_id,
+                "recipient": delivery.recipient,
+                **detail,
+            },
+            at=now,
+        )
     return True

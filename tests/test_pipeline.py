@@ -21,7 +21,7 @@ from relay.render import collect_links
 from relay.render.tokens import TokenKind, load_keyring
 from relay.rendering import DeliveryRenderer
 from relay.scheduler import Scheduler
-from relay.store import tenants
+from relay.store import stats, tenants
 from relay.store.db import Database
 from relay.store.tables import deliveries, links
 from relay.transport.pool import SmarthostPool
@@ -94,6 +94,9 @@ async def test_accept_render_deliver(db: Database, tmp_path: Path) -> None:
         by_rcpt = dict((await conn.execute(select(deliveries.c.recipient, deliveries.c.id))).all())
         states = set((await conn.execute(select(deliveries.c.state))).scalars())
     assert states == {"delivered"}
+    async with db.read() as conn:
+        counted = await stats.totals(conn, tenant.id)
+    assert (counted["sent"], counted["delivered"]) == (2, 2)  # maintained counters
     assert len(mx.messages) == 2
     for received in mx.messages:
         (rcpt,) = received.rcpt_tos

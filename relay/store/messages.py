@@ -18,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from relay.store import stats
 from relay.store.db import Database, utcnow
 from relay.store.suppressions import suppressed_among
 from relay.store.tables import campaigns, deliveries, links, messages, recipients, tenants
@@ -125,7 +126,20 @@ async def insert_batch(conn: AsyncConnection, batch: Sequence[NewMessage]) -> li
     if link_rows:
         await conn.execute(links.insert(), link_rows)
     await _upsert_recipients(conn, seen, now)
+    await stats.bump_many(conn, _stat_counts(batch, now))
     return ids
+
+
+def _stat_counts(batch: Sequence[NewMessage], now: datetime) -> dict[stats.CounterKey, int]:
+    """'sent' per delivery row accepted, 'suppressed' for those skipped at intake."""
+    counts: dict[stats.CounterKey, int] = {}
+    for item in batch:
+        campaign_id = item.row.get("campaign_id")
+        for state in item.states.values():
+            metric = "suppressed" if state == "suppressed" else "sent"
+            key = (item.tenant_id, campaign_id, now, metric)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 async def _upsert_recipients(
