@@ -86,3 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `relay … | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
