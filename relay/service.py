@@ -98,6 +98,16 @@ async def run(config: Config, roles: Sequence[str]) -> int:
         if not stopping.is_set():
             raise
         forced = True  # a second signal: stop now
+    except BaseExceptionGroup as group_error:
+        # A role that refuses to start (bad key file, port taken) raised a RelayError inside
+        # the TaskGroup: surface it as itself so the CLI prints one line, not a traceback.
+        mine = group_error.subgroup(lambda e: isinstance(e, RelayError))
+        if mine is None:
+            raise
+        first = mine.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

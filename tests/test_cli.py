@@ -128,3 +128,14 @@ def test_queue_tools_from_the_command_line(tmp_path: Path) -> None:
     assert json.loads(retried.stdout) == {"requeued": 0}
     usage = relay("history", cwd=tmp_path)
     assert usage.returncode == 2
+
+
+def test_serve_with_missing_dkim_key_is_one_line_exit_2(tmp_path: Path) -> None:
+    assert relay("migrate", cwd=tmp_path).returncode == 0
+    (tmp_path / "relay.toml").write_text(
+        '[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:0"\n'
+        '[[dkim.keys]]\ndomain = "shop.example"\nselector = "s1"\nkey_file = "missing.key"\n'
+    )
+    out = relay("--config", "relay.toml", "serve", "--role", "delivery", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "dkim.keys[0].key_file" in out.stderr and "Traceback" not in out.stderr
