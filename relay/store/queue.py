@@ -48,12 +48,17 @@ def _delivery_columns() -> list[Any]:
     ]
 
 
-async def list_deliveries(db: Database, f: QueueFilter) -> list[dict[str, Any]]:
-    query = (
+def _deliveries_query() -> Any:
+    """Deliveries with their tenant's and campaign's names."""
+    return (
         select(*_delivery_columns())
         .join(tenants, tenants.c.id == deliveries.c.tenant_id)
         .outerjoin(campaigns, campaigns.c.id == deliveries.c.campaign_id)
     )
+
+
+async def list_deliveries(db: Database, f: QueueFilter) -> list[dict[str, Any]]:
+    query = _deliveries_query()
     if f.state:
         query = query.where(deliveries.c.state == f.state)
     else:  # like mailq: what is still in the queue
@@ -73,11 +78,7 @@ async def list_deliveries(db: Database, f: QueueFilter) -> list[dict[str, Any]]:
 
 async def history(db: Database, f: QueueFilter) -> list[dict[str, Any]]:
     """Every delivery (final or not) for a campaign or an address, oldest first."""
-    query = (
-        select(*_delivery_columns())
-        .join(tenants, tenants.c.id == deliveries.c.tenant_id)
-        .outerjoin(campaigns, campaigns.c.id == deliveries.c.campaign_id)
-    )
+    query = _deliveries_query()
     if f.campaign:
         query = query.where(campaigns.c.name == f.campaign)
     if f.email:
@@ -114,9 +115,7 @@ async def show_message(db: Database, message_id: int) -> dict[str, Any]:
         if msg is None:
             raise NotFound(f"no message with id {message_id} (see `relay queue list`)")
         rows = await conn.execute(
-            select(*_delivery_columns())
-            .join(tenants, tenants.c.id == deliveries.c.tenant_id)
-            .outerjoin(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+            _deliveries_query()
             .where(deliveries.c.message_id == message_id)
             .order_by(deliveries.c.id)
         )
