@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import case, select, update
 
@@ -120,15 +121,20 @@ async def release(db: Database, owner: str, ids: Sequence[int], now: datetime) -
                 deliveries.c.lease_owner == owner,
                 deliveries.c.state == str(DeliveryState.SENDING),
             )
-            .values(
-                state=_BACK_TO_QUEUE,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_attempt_at=now,
-                updated_at=now,
-            )
+            .values(**_requeued(now))
         )
         return int(result.rowcount)
+
+
+def _requeued(now: datetime) -> dict[str, Any]:
+    """Column values that hand a leased delivery back to the queue, due now."""
+    return {
+        "state": _BACK_TO_QUEUE,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "next_attempt_at": now,
+        "updated_at": now,
+    }
 
 
 async def recover_expired(db: Database, now: datetime) -> int:
@@ -140,13 +146,7 @@ async def recover_expired(db: Database, now: datetime) -> int:
                 deliveries.c.state == str(DeliveryState.SENDING),
                 deliveries.c.lease_expires_at < now,
             )
-            .values(
-                state=_BACK_TO_QUEUE,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_attempt_at=now,
-                updated_at=now,
-            )
+            .values(**_requeued(now))
         )
         return int(result.rowcount)
 

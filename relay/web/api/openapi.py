@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from relay.store.webhooks import EVENT_TYPES
+
 _Q = {"in": "query", "required": False}
 _TIME = {"type": "string", "format": "date-time"}
 PARAMS: dict[str, dict[str, Any]] = {
@@ -107,16 +109,7 @@ _BODIES = {
                 "type": "array",
                 "items": {
                     "type": "string",
-                    "enum": [
-                        "delivered",
-                        "bounced",
-                        "deferred",
-                        "failed",
-                        "opened",
-                        "clicked",
-                        "unsubscribed",
-                        "complained",
-                    ],
+                    "enum": sorted(EVENT_TYPES),
                 },
             },
         },
