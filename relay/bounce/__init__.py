@@ -18,7 +18,8 @@ from relay.bounce.arf import parse_arf
 from relay.bounce.classify import classify, classify_reply, find_command, find_status
 from relay.bounce.dsn import address_of, diagnostic_of, status_blocks
 from relay.bounce.report import RecipientResult, Report, ReportType
-from relay.model import BounceKind
+from relay.bounce.ses import parse_ses
+from relay.model import BounceKind, Classification
 
 __all__ = ["Report", "RecipientResult", "ReportType", "classify", "classify_reply", "parse"]
 
@@ -29,9 +30,11 @@ AUTOREPLY_SUBJECT = re.compile(
 )
 MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
 DIAG_WINDOW = 600
+WEAK_REASONS = frozenset({"", "onhold", "undefined"})
 CUT_RE = re.compile(
     r"^[-=* ]*(original message|this is a copy|below this line|message headers follow|"
-    r"returned message|undelivered message|the original message|headers of the original)|"
+    r"returned message|undelivered message|the original message|headers of the original)"
+    r"(?! was received)|"  # Sendmail's preamble, not the start of the returned original
     r"^content-type: message/rfc822|^(received|return-path): ",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -45,6 +48,10 @@ def parse(raw: bytes) -> Report:
     arf = parse_arf(msg)
     if arf is not None:
         return _with(arf, verp)
+    if b"notificationType" in raw or b'"eventType"' in raw:
+        ses = parse_ses(msg)
+        if ses is not None:
+            return _with(ses, verp)
     original_id = _original_message_id(msg, raw)
     blocks = status_blocks(msg)
     if blocks:
@@ -72,12 +79,7 @@ def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
     act = action[0] if action else ""
     diagnostic = diagnostic_of(block.get("diagnostic-code", ""))
     status = find_status(block.get("status", ""))
-    text = diagnostic
-    if not text:
-        text = _body_near(msg, recipient)
-    c = classify(
-        status, text or "", None, act, find_command(f"{text} {_body_near(msg, recipient)}")
-    )
+    _, c = _classify_near(msg, recipient, status, diagnostic, act)
     if not status and c.status:
         status = c.status
     return RecipientResult(
@@ -97,7 +99,8 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
     except Exception:  # flufl's detectors are heuristics over arbitrary input
         temporary, permanent = set(), set()
     found = [(_addr(a), "failed") for a in permanent] + [(_addr(a), "delayed") for a in temporary]
-    found = [(a, act) for a, act in found if a]
+    own = _own_parties(msg)
+    found = [(a, act) for a, act in found if a and a.lower() not in own]
     if not found and _looks_like_bounce(msg):
         found = [(a, "failed") for a in _plain_recipients(msg) or _original_recipients(msg)]
     if not found:
@@ -107,8 +110,7 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
         return Report(rtype, (), original_id, verp_rcpt=verp)
     results = []
     for recipient, action in sorted(set(found)):
-        text = _body_near(msg, recipient)
-        c = classify("", text, None, action, find_command(text))
+        text, c = _classify_near(msg, recipient, "", "", action)
         results.append(RecipientResult(recipient, action, c.status, text[:500], c.kind, c.reason))
     return Report(ReportType.NONSTANDARD, tuple(results), original_id, verp_rcpt=verp)
 
@@ -176,7 +178,27 @@ def _cut_original(body: str) -> str:
 
 def _addr(value: bytes | str) -> str:
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-    return text.strip().strip("<>") if "@" in text else ""
+    text = text.strip().strip("<>")
+    if " " in text or text.startswith("|"):  # "|/bin/prog a@b /home/x": the address in it
+        m = ADDRESS_RE.search(text)
+        return m.group(1) if m else ""
+    return text if "@" in text else ""
+
+
+MESSAGE_ID_ADDR = re.compile(r"message-id:\s*<([^>\s]+@[^>\s]+)>", re.IGNORECASE)
+
+
+def _own_parties(msg: Message) -> set[str]:
+    """Addresses that are never the failed recipient: the bounce's own From/To (the sender)
+    and Message-IDs, which look like addresses."""
+    own = {a.lower() for _, a in getaddresses(msg.get_all("to", []) + msg.get_all("from", []))}
+    for part in msg.walk():
+        if part.get_content_maintype() == "text" and not part.is_multipart():
+            raw = part.get_payload(decode=True)
+            if isinstance(raw, bytes):
+                text = raw.decode("utf-8", "replace")
+                own.update(m.group(1).lower() for m in MESSAGE_ID_ADDR.finditer(text))
+    return own
 
 
 def _body_text(msg: Message) -> str:
@@ -195,13 +217,38 @@ def _body_text(msg: Message) -> str:
     return "\n".join(chunks)
 
 
-def _body_near(msg: Message, recipient: str) -> str:
+def _body_near(msg: Message, recipient: str, before: bool = False) -> str:
+    """The human-readable text from the recipient's mention on (or the start of the body).
+
+    `before`: start one line earlier, for bounces that put the reason in front of the address
+    ("User's mailbox is full: <a@b>") or on the line above it.
+    """
     body = _cut_original(_body_text(msg))
     if recipient:
         i = body.lower().find(recipient.lower())
         if i >= 0:
+            if before:
+                line_start = body.rfind("\n", 0, i) + 1
+                if not re.sub(r"[\s<>*:\"'-]", "", body[line_start:i]):
+                    line_start = body.rfind("\n", 0, max(line_start - 1, 0)) + 1
+                i = line_start
             return " ".join(body[i : i + DIAG_WINDOW].split())
     return " ".join(body[: DIAG_WINDOW * 2].split())
+
+
+def _classify_near(
+    msg: Message, recipient: str, status: str, text: str, action: str
+) -> tuple[str, Classification]:
+    """Classify from the diagnostic, else the text after the address, else one line before."""
+    near = _body_near(msg, recipient)
+    text = text or near
+    c = classify(status, text, None, action, find_command(f"{text} {near}"))
+    if c.reason in WEAK_REASONS and recipient:
+        wider = _body_near(msg, recipient, before=True)
+        again = classify(status, wider, None, action, find_command(f"{text} {wider}"))
+        if again.reason not in WEAK_REASONS:
+            return wider, again
+    return text, c
 
 
 def _is_autoreply(msg: Message) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from relay.bounce import rules
+from relay.bounce import codes, rules
 from relay.model import BounceKind, Classification, SmtpReply
 
 STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
@@ -47,6 +47,21 @@ def find_command(text: str) -> str:
     return word if word in ("MAIL", "RCPT", "DATA") else ""
 
 
+PREFIX_RE = re.compile(r"(?<![\w.])([245]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})?\s*")
+
+
+def unfold_reply(text: str) -> str:
+    """One line of words; a multi-line reply's repeated `550-5.7.1` prefixes dropped, so that
+    its sentences read on across the line breaks."""
+    text = " ".join((text or "").split())
+    first = PREFIX_RE.search(text)
+    if first is None:
+        return text
+    code, status = first.group(1), first.group(2)
+    again = re.compile(rf"\s{code}[ -]" + (re.escape(status) + r"\s" if status else ""))
+    return text[: first.end()] + again.sub(" ", text[first.end() :])
+
+
 def find_code(text: str) -> int | None:
     m = CODE_RE.search(text or "")
     return int(m.group(1)) if m else None
@@ -62,10 +77,7 @@ def reason_from_text(text: str) -> str:
 
 
 def reason_from_status(status: str) -> str:
-    if not status:
-        return ""
-    sub = status.split(".", 1)[1] if "." in status else ""
-    return rules.STATUS_RULES.get(sub, "")
+    return codes.reason_for_status(status)
 
 
 def classify(
@@ -80,7 +92,7 @@ def classify(
     `command` is the SMTP stage the failure came at (MAIL, RCPT, DATA, "" when a report does
     not say); None when the caller cannot know, which skips the stage rules.
     """
-    text = " ".join((text or "").split())
+    text = unfold_reply(text)
     in_text = find_status(text)
     # The remote server's own code, quoted in the diagnostic, beats the reporting MTA's
     # mapping of it into the Status field (when both agree on the class).
@@ -89,10 +101,12 @@ def classify(
     if status.startswith("2") or action in ("delivered", "relayed", "expanded"):
         return Classification(BounceKind.NOT_BOUNCE, "delivered", status)
     sub = status.split(".", 1)[1] if status else ""
-    if sub in rules.DECISIVE_STATUS:
+    if sub in codes.DECISIVE_STATUS or status in codes.DECISIVE_STATUS:
         reason = reason_from_status(status)
     else:
         reason = reason_from_text(text) or reason_from_status(status)
+    if status == "4.4.1" and action == "failed":
+        reason = "expired"  # "no answer from host" in a final report: the retries ran out
     if code is None:
         code = find_code(text)
     permanent = _permanent(status, code, action)
@@ -110,7 +124,7 @@ def classify(
         reason = "expired" if action == "delayed" else "undefined" if not permanent else "onhold"
     if reason == "mailboxfull":  # 5.2.2 included: the mailbox may be emptied
         return Classification(BounceKind.SOFT, reason, status)
-    if permanent and reason in rules.HARD_REASONS:
+    if permanent and reason in codes.HARD_REASONS:
         return Classification(BounceKind.HARD, reason, status)
     return Classification(BounceKind.SOFT, reason, status)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
+ADDRESS_IN = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 BLOCK_START = re.compile(r"^(final-recipient|original-recipient)\s*:", re.IGNORECASE | re.M)
 
 
@@ -75,6 +76,9 @@ def address_of(value: str) -> str:
     """`rfc822; <a@b>` → `a@b`."""
     _, sep, rest = value.partition(";")
     addr = (rest if sep else value).strip().strip("<>").strip()
+    if " " in addr or addr.startswith("|"):  # "|/bin/prog a@b ~/.forward": the address in it
+        m = ADDRESS_IN.search(addr)
+        return m.group(0) if m else ""
     return addr if "@" in addr else ""
 
 

@@ -41,8 +41,22 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("norelaying", (r"not configured to relay",)),
     ("suspend", (r"account (is )?(blocked|bloque)",)),
     ("expired", (r"failing for a long time", r"retry time not reached")),
-    ("notaccept", (r"indicated no smtp service", r"null mx")),
+    (
+        "notaccept",
+        (
+            r"indicated no smtp service",
+            r"null mx",
+            r"not accepting network messages",  # RFC 3463 X.3.2
+            r"couldn't find a mail exchanger",  # qmail: no MX and no address
+        ),
+    ),
+    ("onhold", (r"\bon hold\b",)),
+    ("securityerror", (r"delivery not authori[sz]ed",)),  # RFC 3463 X.7.1
+    ("requireptr", (r"mismatches client ip",)),  # Microsoft: HELO domain vs client address
+    ("policyviolation", (r"potential security issue",)),  # Gmail 5.7.0
     ("filtered", (r"recipient preferences", r"domain filter", r"content filter")),
+    # Lotus Notes/Domino: the address is not in the directory ("listed" would read as a DNSBL).
+    ("userunknown", (r"not listed in (the )?(public )?name (&|and) address book",)),
     ("virusdetected", (r"\bvirus", r"malware", r"infected")),
     (
         "mesgtoobig",
@@ -55,11 +69,13 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"mail size",
             r"too big for this system",
             r"message length exceeds",
+            r"line (length )?limit exceeded",
+            r"line too long",
         ),
     ),
     (
         "exceedlimit",
-        (r"message header size exceeds", r"exceeds? (the )?size limit", r"too many recipients"),
+        (r"message header size exceeds", r"exceeds? (the )?size limit"),
     ),
     ("hasmoved", (r"has moved", r"address (has )?changed", r"no longer (active|valid) at")),
     (
@@ -70,6 +86,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"quota (exceeded|exceed)",
             r"exceed(ed|s)? (the |its |their )?(storage|quota|mailbox)",
             r"mailbox size limit",
+            r"mailbox exceeds",
             r"insufficient (disk )?(space|storage)",
             r"user (is )?over",
             r"not enough (storage|space)",
@@ -130,7 +147,10 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"cannot relay",
         ),
     ),
-    ("failedstarttls", (r"starttls", r"\btls (is )?required", r"must issue a starttls")),
+    (
+        "failedstarttls",
+        (r"starttls", r"\btls (is )?required", r"must issue a starttls", r"support(s)? tls"),
+    ),
     (
         "securityerror",
         (
@@ -147,6 +167,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"too many (concurrent |simultaneous )?connections",
             r"connection (rate|limit)",
             r"too many sessions",
+            r"too many recipients(?! (this|per|an?) (hour|minute|day))",  # RFC 3463 X.5.3
         ),
     ),
     (
@@ -159,6 +180,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"throttl",
             r"try again later",
             r"sending rate",
+            r"too many recipients (this|per|an?) (hour|minute|day)",
             r"exceeded (the )?rate",
         ),
     ),
@@ -208,7 +230,8 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"multiple (from|to|subject|date)",
         ),
     ),
-    ("contenterror", (r"content", r"attachment", r"invalid (mime|character)")),
+    # "content", but not a returned header name such as Content-Type.
+    ("contenterror", (r"\bcontent(?![-:])", r"attachment", r"invalid (mime|character)")),
     (
         "rejected",
         (
@@ -301,6 +324,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"maximum time",
             r"queue (lifetime|timeout)",
             r"was not delivered for",
+            r"(aborted|abandoned) after [\d.]+ (hour|day)",
             r"not been delivered for",
         ),
     ),
@@ -344,66 +368,14 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"configuration error",
         ),
     ),
-    ("syntaxerror", (r"syntax error", r"command unrecognized", r"bad sequence")),
+    (
+        "syntaxerror",
+        (
+            r"syntax error",
+            r"command unrecognized",
+            r"bad sequence",
+            r"(command|parameter) not implemented",
+        ),
+    ),
     ("rejected", (r"rejected", r"refused", r"denied")),
 )
-
-# RFC 3463 status -> reason when the text matches no rule. Exact codes first, then the
-# "class.subject.detail" code with its class dropped (so 4.2.2 and 5.2.2 share a row).
-STATUS_RULES: dict[str, str] = {
-    "0.0": "undefined",
-    "1.0": "userunknown",
-    "1.1": "userunknown",
-    "1.2": "hostunknown",
-    "1.3": "userunknown",
-    "1.4": "userunknown",
-    "1.5": "userunknown",
-    "1.6": "hasmoved",
-    "1.7": "rejected",
-    "1.8": "rejected",
-    "1.10": "notaccept",
-    "2.0": "filtered",
-    "2.1": "suspend",
-    "2.2": "mailboxfull",
-    "2.3": "exceedlimit",
-    "2.4": "systemerror",
-    "3.0": "systemerror",
-    "3.1": "systemfull",
-    "3.2": "systemerror",
-    "3.4": "mesgtoobig",
-    "3.5": "systemerror",
-    "4.0": "networkerror",
-    "4.1": "networkerror",
-    "4.2": "networkerror",
-    "4.3": "systemerror",
-    "4.4": "hostunknown",
-    "4.5": "toomanyconn",
-    "4.6": "networkerror",
-    "4.7": "expired",
-    "5.0": "syntaxerror",
-    "5.1": "syntaxerror",
-    "5.2": "syntaxerror",
-    "5.3": "exceedlimit",
-    "5.4": "syntaxerror",
-    "6.0": "contenterror",
-    "6.1": "contenterror",
-    "7.0": "blocked",
-    "7.1": "rejected",
-    "7.2": "securityerror",
-    "7.7": "securityerror",
-    "7.8": "securityerror",
-    "7.9": "securityerror",
-    "7.13": "suspend",
-    "7.23": "authfailure",
-    "7.24": "authfailure",
-    "7.25": "requireptr",
-    "7.26": "authfailure",
-    "7.27": "notaccept",
-}
-
-# Codes whose meaning is so specific that it beats the text rules.
-DECISIVE_STATUS = frozenset({"1.2", "1.6", "2.3", "3.4", "7.23", "7.25", "7.26"})
-
-# The address itself is bad: suppress it (only when the failure is permanent).
-HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept"})
-NOT_BOUNCE_REASONS = frozenset({"vacation", "delivered", "feedback"})
