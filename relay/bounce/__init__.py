@@ -99,8 +99,11 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
     except Exception:  # flufl's detectors are heuristics over arbitrary input
         temporary, permanent = set(), set()
     found = [(_addr(a), "failed") for a in permanent] + [(_addr(a), "delayed") for a in temporary]
+    found = [(a, act) for a, act in found if a]
     own = _own_parties(msg)
-    found = [(a, act) for a, act in found if a and a.lower() not in own]
+    # The bounce's own parties (the original sender, Message-IDs) are dropped, unless a
+    # bounce names nobody else: then it is about the sender's own address.
+    found = [(a, act) for a, act in found if a.lower() not in own] or found
     if not found and _looks_like_bounce(msg):
         found = [(a, "failed") for a in _plain_recipients(msg) or _original_recipients(msg)]
     if not found:
@@ -230,7 +233,8 @@ def _body_near(msg: Message, recipient: str, before: bool = False) -> str:
             if before:
                 line_start = body.rfind("\n", 0, i) + 1
                 if not re.sub(r"[\s<>*:\"'-]", "", body[line_start:i]):
-                    line_start = body.rfind("\n", 0, max(line_start - 1, 0)) + 1
+                    above = body[:line_start].rstrip()  # the nearest non-blank line above
+                    line_start = above.rfind("\n") + 1
                 i = line_start
             return " ".join(body[i : i + DIAG_WINDOW].split())
     return " ".join(body[: DIAG_WINDOW * 2].split())

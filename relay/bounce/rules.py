@@ -22,7 +22,16 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     # Google Groups: the group does not exist or the sender may not post to it.
     ("rejected", (r"groups\.google\.com", r"permission to post")),
-    ("blocked", (r"refused to talk to me", r"client host blocked")),
+    (
+        "blocked",
+        (
+            r"refused to talk to me",
+            r"client host blocked",
+            r"smtp server of your (isp|provider)",  # dynamic/residential client addresses
+            r"dynamic (ip|address)",
+            r"dial-?up",
+        ),
+    ),
     # Malformed messages, even when the reply also mentions spam or DKIM.
     (
         "notcompliantrfc",
@@ -237,6 +246,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             r"sender (address )?(rejected|denied|refused|unknown|verify failed)",
             r"domain of sender",
+            r"from: domain (is )?invalid",
             r"sender domain",
             r"mail from",
             r"envelope from",
@@ -265,6 +275,8 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"domain (name )?(not found|does not exist|unknown)",
             r"no such domain",
             r"unrouteable mail domain",
+            r"unrouteable address",  # Exim: no route to the domain
+            r"host \S+ not found",
             r"name or service not known",
             r"nxdomain",
             r"host not found",
@@ -290,7 +302,6 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"invalid (recipient|address|mailbox|"
             r"user)",
             r"not a valid (user|mailbox|recipient)",
-            r"unrouteable address",
             r"recipient address rejected",
             r"no mailbox",
             r"not our customer",
