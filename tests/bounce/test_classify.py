@@ -28,7 +28,7 @@ TABLE = [
     (554, "5.7.1", "<a@example.org>: Relay access denied", SOFT, "norelaying"),
     (452, "4.2.2", "Mailbox full", SOFT, "mailboxfull"),
     # Exim
-    (550, None, "Unrouteable address", HARD, "userunknown"),
+    (550, None, "Unrouteable address", HARD, "hostunknown"),  # Exim: no route to the domain
     (
         550,
         None,
@@ -122,6 +122,24 @@ TABLE = [
     (421, None, "Too many concurrent connections from your IP", SOFT, "toomanyconn"),
     (451, "4.4.1", "Connection timed out", SOFT, "networkerror"),
     (554, "5.6.0", "Message contains invalid header", SOFT, "contenterror"),
+    # A multi-line reply reads on across its repeated "550-5.7.1" prefixes.
+    (
+        550,
+        "5.7.1",
+        "550-5.7.1 [192.0.2.1 13] Messages with multiple\n550 5.7.1 addresses in From: header "
+        "are not accepted.",
+        SOFT,
+        "notcompliantrfc",
+    ),
+    (552, "5.5.3", "Too many recipients", SOFT, "toomanyconn"),
+    (550, "5.1.1", "192.0.2.1 has sent to too many recipients this hour", SOFT, "speeding"),
+    (550, "5.7.0", "Please use the smtp server of your ISP.", SOFT, "blocked"),
+    (500, None, "Remote server does not support TLS (state 6).", SOFT, "failedstarttls"),
+    (504, None, "Command parameter not implemented", SOFT, "syntaxerror"),
+    (521, "5.3.2", "System not accepting network messages", HARD, "notaccept"),
+    (551, "5.7.1", "Delivery not authorized", SOFT, "securityerror"),
+    (550, "5.2.1", "<a@example.org>... Mailbox disabled", SOFT, "suspend"),
+    (552, None, "Line limit exceeded", SOFT, "mesgtoobig"),
 ]
 
 
@@ -159,3 +177,17 @@ def test_unknown_text_falls_back_to_status_and_code() -> None:
     assert classify_reply(SmtpReply(554, "nope")).status == "5.0.0"
     assert classify_reply(SmtpReply(554, "nope")).kind == SOFT
     assert classify_reply(SmtpReply(550, "zzz", "5.1.1")).reason == "userunknown"
+
+
+def test_status_alone_by_class() -> None:
+    # RFC 3463 codes whose meaning differs between transient and permanent.
+    assert classify_reply(SmtpReply(450, "zzz", "4.2.1")).reason == "blocked"
+    assert classify_reply(SmtpReply(550, "zzz", "5.2.1")).reason == "suspend"
+    assert classify_reply(SmtpReply(550, "zzz", "5.7.27")).kind == HARD  # null MX
+
+
+def test_no_answer_from_host_in_a_final_report_is_expired() -> None:
+    from relay.bounce import classify
+
+    assert classify("4.4.1", "Connection timed out", None, "failed", "").reason == "expired"
+    assert classify("4.4.1", "Connection timed out", None, "delayed", "").reason == "networkerror"

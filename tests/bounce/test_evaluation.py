@@ -1,31 +1,53 @@
 """Scores `relay bounces classify` on the shared real-world corpus and asserts floors.
 
-Runs the shared evaluate.py against the installed `relay` command; the floors sit a little
-under what the current rules reach, so a regression fails the build.
+Runs the shared evaluate.py against the installed `relay` command, on the whole corpus and on
+a fixed held-out quarter (samples whose name hashes to 0 mod 4) whose misclassifications were
+not studied while the rules were tuned: its score estimates how the rules do on bounces never
+seen. The floors sit a little under what the current rules reach, so a regression fails.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SHARED
 
 CORPUS = SHARED / "bounces"
-FLOORS = {"recipients": 95.5, "kind": 89.0, "status": 93.0, "reason": 68.0}
+FLOORS = {
+    "all": {"recipients": 96.5, "kind": 91.5, "status": 94.0, "reason": 79.5},
+    "heldout": {"recipients": 89.5, "kind": 87.5, "status": 90.5, "reason": 69.0},
+}
 
 
-def test_corpus_scores_hold_their_floors() -> None:
+def is_heldout(sample: str) -> bool:
+    return int(hashlib.sha1(sample.encode()).hexdigest(), 16) % 4 == 0
+
+
+def _corpus(split: str, tmp_path: Path) -> Path:
+    if split == "all":
+        return CORPUS
+    (tmp_path / "eml").symlink_to(CORPUS / "eml")
+    lines = (CORPUS / "expected.jsonl").read_text().splitlines()
+    kept = [line for line in lines if is_heldout(json.loads(line)["sample"])]
+    (tmp_path / "expected.jsonl").write_text("\n".join(kept) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("split", ["all", "heldout"])
+def test_corpus_scores_hold_their_floors(split: str, tmp_path: Path) -> None:
     relay = Path(sys.executable).parent / "relay"
     proc = subprocess.run(
         [
             sys.executable,
             str(CORPUS / "evaluate.py"),
-            str(CORPUS),
-            "--split",
-            "all",
+            str(_corpus(split, tmp_path)),
             "--",
             str(relay),
             "bounces",
@@ -41,6 +63,6 @@ def test_corpus_scores_hold_their_floors() -> None:
         name: float(value)
         for name, value in re.findall(r"(recipients|kind|status|reason) (\d+\.\d)%", summary)
     }
-    assert set(scores) == set(FLOORS), summary
-    for name, floor in FLOORS.items():
-        assert scores[name] >= floor, f"{name} {scores[name]}% < {floor}%: {summary}"
+    assert set(scores) == set(FLOORS[split]), summary
+    for name, floor in FLOORS[split].items():
+        assert scores[name] >= floor, f"{split}: {name} {scores[name]}% < {floor}%: {summary}"

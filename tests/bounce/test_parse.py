@@ -192,3 +192,58 @@ def test_garbage_never_raises(raw: bytes) -> None:
 
 def test_corpus_dir_exists() -> None:
     assert Path(EML / "lf").is_dir()
+
+
+def test_amazon_ses_notifications() -> None:
+    # SNS envelope around a JSON bounce, with long lines folded inside the JSON strings.
+    bounce = parse(_read("lhost-amazonses-10.eml"))
+    assert bounce.type == ReportType.DSN
+    (r,) = bounce.results
+    assert (r.recipient, r.action, r.status, r.kind) == (
+        "bounce@simulator.amazonses.com",
+        "failed",
+        "5.1.1",
+        BounceKind.HARD,
+    )
+    complaint = parse(_read("lhost-amazonses-11.eml"))
+    assert complaint.type == ReportType.ARF and complaint.kind == BounceKind.COMPLAINT
+    assert [r.recipient for r in complaint.results] == ["complaint@simulator.amazonses.com"]
+
+
+def test_ses_json_built_by_hand_transient() -> None:
+    raw = (
+        b"From: no-reply@sns.amazonaws.com\r\nSubject: AWS Notification Message\r\n\r\n"
+        b'{"notificationType":"Bounce","bounce":{"bounceType":"Transient",'
+        b'"bouncedRecipients":[{"emailAddress":"full@example.net","status":"4.2.2",'
+        b'"diagnosticCode":"smtp; 452 4.2.2 Mailbox full"}]},'
+        b'"mail":{"headers":[{"name":"Message-ID","value":"<m2@relay.example>"}]}}\r\n'
+    )
+    report = parse(raw)
+    assert report.original_message_id == "<m2@relay.example>"
+    (r,) = report.results
+    assert (r.action, r.kind, r.reason) == ("delayed", BounceKind.SOFT, "mailboxfull")
+
+
+def test_sendmail_preamble_is_not_the_returned_message() -> None:
+    # "The original message was received at ..." opens Sendmail-style bounces; the failed
+    # addresses and their reasons come after it.
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: s@relay.example\r\n"
+        b"Subject: Returned mail: User unknown\r\n\r\n"
+        b"The original message was received at Thu, 29 Apr 2011 23:34:45 +0900\r\n\r\n"
+        b"---The following addresses had delivery errors---\r\n"
+        b"gone@example.org [User unknown]\r\n"
+    )
+    (r,) = parse(raw).results
+    # Without the SMTP stage (RCPT) or a X.1.x code, "user unknown" is too weak to suppress.
+    assert r.recipient == "gone@example.org" and "User unknown" in r.diagnostic
+
+
+def test_reason_on_the_line_before_the_address() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: s@relay.example\r\n"
+        b"Subject: Undeliverable mail\r\n\r\n"
+        b"User mailbox exceeds allowed size: full@example.org\r\n"
+    )
+    (r,) = parse(raw).results
+    assert r.recipient == "full@example.org" and r.reason == "mailboxfull"
