@@ -17,6 +17,7 @@ from datetime import datetime
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -40,6 +41,7 @@ from relay.web.api import suppressions as api_suppressions
 from relay.web.api import webhooks as api_webhooks
 from relay.web.errors import EXCEPTION_HANDLERS, error_response
 from relay.web.events import EventBuffer
+from relay.web.pixel import PixelFastPath
 from relay.web.state import Lru, WebState, state_of
 from relay.webhooks import Dispatcher
 
@@ -133,7 +135,21 @@ def create_app(
         Route("/metrics", prometheus, methods=["GET"]),
         Mount("/api/v1", routes=[*API_ROUTES, Route("/{rest:path}", _api_not_found)]),
     ]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    # The open pixel skips routing and Starlette's request machinery (relay.web.pixel).
+    pixel = Middleware(
+        PixelFastPath,  # type: ignore[arg-type]
+        keyring=state.keyring,
+        buffer=buffer,
+        clock=clock,
+        opens=config.tracking.opens,
+        store_ip=http.store_ip,
+    )
+    app = Starlette(
+        routes=routes,
+        middleware=[pixel],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
     app.state.relay = state
     return app
 

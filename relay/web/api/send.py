@@ -59,7 +59,7 @@ def _addresses(field: str, value: Any) -> list[Address]:
         if "\r" in item or "\n" in item:
             raise bad_param(field, "an address may not contain a line break")
         try:
-            parsed = default_policy.header_factory(field, item).addresses  # type: ignore[attr-defined]
+            parsed = default_policy.header_factory(field, item).addresses
         except (ValueError, IndexError, TypeError):
             parsed = ()
         if len(parsed) != 1 or not parsed[0].addr_spec or "@" not in parsed[0].addr_spec:
