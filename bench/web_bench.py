@@ -27,12 +27,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
+from sqlalchemy import func, select
 
 from relay.config import Config, DatabaseConfig
 from relay.render.tokens import Keyring, TokenData, TokenKind
 from relay.store import stats, tenants
 from relay.store.db import Database, upgrade
-from relay.store.tables import campaigns, deliveries, messages, recipient_events
+from relay.store.tables import campaigns, deliveries, messages, recipient_events, stat_counters
 from relay.web.app import create_app
 
 SECRET = "bench-tracking-secret-0123456789"
@@ -151,7 +152,7 @@ async def bench_stats(url: str, n: int, requests: int) -> None:
     db = Database.from_config(DatabaseConfig(url=url))
     await upgrade(db.engine)
     t0 = time.perf_counter()
-    _tenant_id, key = await fill(db, n)
+    tenant_id, key = await fill(db, n)
     print(f"fill: {n:,} deliveries, {3 * n:,} events in {time.perf_counter() - t0:.1f} s")
     config = Config.model_validate({"data_dir": tempfile.mkdtemp(), "tracking": {"secret": SECRET}})
     app = create_app(config, db)
@@ -176,7 +177,44 @@ async def bench_stats(url: str, n: int, requests: int) -> None:
                 assert r.status_code == 200, r.text
             p50, p99 = percentiles(samples)
             print(f"{name:18s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  ({requests} requests)")
+    await explain(db, tenant_id)
     await db.dispose()
+
+
+async def explain(db: Database, tenant_id: int) -> None:
+    """The plans of the stats queries: index lookups on stat_counters, never the big tables."""
+    async with db.read() as conn:
+        found = await conn.execute(
+            select(func.count())
+            .select_from(stat_counters)
+            .where(stat_counters.c.tenant_id == tenant_id)
+        )
+        print(f"stat_counters rows for the tenant: {found.scalar_one():,}")
+        camp = (
+            await conn.execute(
+                select(campaigns.c.id).where(
+                    campaigns.c.tenant_id == tenant_id, campaigns.c.name == "campaign-3"
+                )
+            )
+        ).scalar_one()
+        sqlite = conn.dialect.name == "sqlite"
+        for name, query in (
+            ("overview", stats.totals_query(tenant_id)),
+            ("overview from/to", stats.totals_query(tenant_id, START, START + timedelta(days=4))),
+            ("campaign", stats.by_campaign_query([camp])),
+        ):
+            compiled = query.compile(
+                dialect=conn.dialect, compile_kwargs={"render_postcompile": True}
+            )
+            params = tuple(
+                str(v) if isinstance(v, datetime) else v
+                for v in (compiled.params[k] for k in compiled.positiontup or ())
+            )
+            prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+            plan = await conn.exec_driver_sql(prefix + compiled.string, params)
+            print(f"plan {name}:")
+            for row in plan:
+                print("   ", " | ".join(str(v) for v in row))
 
 
 def bench_pixel(seconds: int, connections: int, threads: int) -> None:

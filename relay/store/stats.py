@@ -97,14 +97,13 @@ def _scope(query: Any, tenant_id: int | None, campaign_ids: Iterable[int] | None
     return query
 
 
-async def totals(
-    conn: AsyncConnection,
+def totals_query(
     tenant_id: int | None,
     start: datetime | None = None,
     end: datetime | None = None,
     campaign_ids: Iterable[int] | None = None,
-) -> dict[str, int]:
-    """metric → sum over [start, end) by hour (tenant None = every tenant)."""
+) -> Any:
+    """The SELECT behind `totals` (also for EXPLAIN in bench/web_bench.py)."""
     query = select(stat_counters.c.metric, func.sum(stat_counters.c.count)).group_by(
         stat_counters.c.metric
     )
@@ -113,10 +112,30 @@ async def totals(
         query = query.where(stat_counters.c.bucket_start >= hour_of(start))
     if end is not None:
         query = query.where(stat_counters.c.bucket_start < end)
+    return query
+
+
+async def totals(
+    conn: AsyncConnection,
+    tenant_id: int | None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    campaign_ids: Iterable[int] | None = None,
+) -> dict[str, int]:
+    """metric → sum over [start, end) by hour (tenant None = every tenant)."""
     result = {m: 0 for m in METRICS}
-    for metric, total in await conn.execute(query):
+    for metric, total in await conn.execute(totals_query(tenant_id, start, end, campaign_ids)):
         result[metric] = int(total or 0)
     return result
+
+
+def by_campaign_query(campaign_ids: list[int]) -> Any:
+    """The SELECT behind `by_campaign` (also for EXPLAIN in bench/web_bench.py)."""
+    return (
+        select(stat_counters.c.campaign_id, stat_counters.c.metric, func.sum(stat_counters.c.count))
+        .where(stat_counters.c.campaign_id.in_(campaign_ids))
+        .group_by(stat_counters.c.campaign_id, stat_counters.c.metric)
+    )
 
 
 async def by_campaign(conn: AsyncConnection, campaign_ids: list[int]) -> dict[int, dict[str, int]]:
@@ -124,12 +143,7 @@ async def by_campaign(conn: AsyncConnection, campaign_ids: list[int]) -> dict[in
     out: dict[int, dict[str, int]] = {c: {m: 0 for m in METRICS} for c in campaign_ids}
     if not campaign_ids:
         return out
-    query = (
-        select(stat_counters.c.campaign_id, stat_counters.c.metric, func.sum(stat_counters.c.count))
-        .where(stat_counters.c.campaign_id.in_(campaign_ids))
-        .group_by(stat_counters.c.campaign_id, stat_counters.c.metric)
-    )
-    for campaign_id, metric, total in await conn.execute(query):
+    for campaign_id, metric, total in await conn.execute(by_campaign_query(campaign_ids)):
         out[int(campaign_id)][metric] = int(total or 0)
     return out
 

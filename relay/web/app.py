@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -16,6 +17,7 @@ from datetime import datetime
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -24,6 +26,8 @@ from relay import log as relay_log
 from relay import metrics
 from relay.config import Config
 from relay.errors import ConfigError, SchemaError, StoreUnavailable
+from relay.intake import Intake, Settings
+from relay.render import collect_links
 from relay.render.tokens import Keyring, load_keyring
 from relay.store.db import Database, check_schema, ping, utcnow
 from relay.web import tracking
@@ -31,11 +35,13 @@ from relay.web.api import accounts as api_accounts
 from relay.web.api import campaigns as api_campaigns
 from relay.web.api import messages as api_messages
 from relay.web.api import openapi as api_openapi
+from relay.web.api import send as api_send
 from relay.web.api import stats as api_stats
 from relay.web.api import suppressions as api_suppressions
 from relay.web.api import webhooks as api_webhooks
 from relay.web.errors import EXCEPTION_HANDLERS, error_response
 from relay.web.events import EventBuffer
+from relay.web.pixel import PixelFastPath
 from relay.web.state import Lru, WebState, state_of
 from relay.webhooks import Dispatcher
 
@@ -44,6 +50,7 @@ log = relay_log.get(__name__)
 API_ROUTES = [
     *api_stats.ROUTES,
     *api_campaigns.ROUTES,
+    *api_send.ROUTES,
     *api_messages.ROUTES,
     *api_suppressions.ROUTES,
     *api_webhooks.ROUTES,
@@ -97,6 +104,12 @@ def create_app(
         db=db,
         keyring=keyring or load_keyring(config),
         buffer=buffer,
+        # POST /api/v1/messages goes through the same intake as SMTP.
+        intake=Intake(
+            db,
+            Settings(config.smtp.hostname, config.smtp.campaign_header),
+            collect_links=functools.partial(collect_links, config=config),
+        ),
         clock=clock,
         links=Lru(http.link_cache_size),
         delivery_messages=Lru(http.link_cache_size),
@@ -113,6 +126,7 @@ def create_app(
             stop.set()
             await flusher  # its `finally` writes what is left
             await hooks
+            await state.intake.close()
 
     routes = [
         *tracking.ROUTES,
@@ -121,7 +135,21 @@ def create_app(
         Route("/metrics", prometheus, methods=["GET"]),
         Mount("/api/v1", routes=[*API_ROUTES, Route("/{rest:path}", _api_not_found)]),
     ]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    # The open pixel skips routing and Starlette's request machinery (relay.web.pixel).
+    pixel = Middleware(
+        PixelFastPath,  # type: ignore[arg-type]
+        keyring=state.keyring,
+        buffer=buffer,
+        clock=clock,
+        opens=config.tracking.opens,
+        store_ip=http.store_ip,
+    )
+    app = Starlette(
+        routes=routes,
+        middleware=[pixel],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
     app.state.relay = state
     return app
 

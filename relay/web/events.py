@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from typing import Any
 
 from relay import log as relay_log
 from relay import metrics
@@ -40,18 +41,24 @@ class EventBuffer:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._last_drop_log = 0.0
+        self._counters: dict[str, Any] = {}  # labelled children: labels() locks and hashes
+
 
     def __len__(self) -> int:
         return len(self._queue)
 
     def add(self, event: store_events.TrackEvent) -> bool:
-        """Queue one event; False (and counted) when the buffer is full."""
-        metrics.events_total.labels(event.type).inc()
+        """Queue one event; False (and counted) when the buffer is full.
+
+        On the pixel's hot path: the size gauge is set by flushes and /metrics, not here."""
+        counter = self._counters.get(event.type)
+        if counter is None:
+            counter = self._counters[event.type] = metrics.events_total.labels(event.type)
+        counter.inc()
         if len(self._queue) >= self.max_size:
             self._drop(1, "buffer full")
             return False
         self._queue.append(event)
-        metrics.event_buffer_size.set(len(self._queue))
         if len(self._queue) >= self.batch_size:
             self._wake.set()
         return True

@@ -15,6 +15,7 @@ from typing import Generic, TypeVar
 from starlette.requests import Request
 
 from relay.config import Config
+from relay.intake import Intake
 from relay.passwords import VerifyCache
 from relay.render.tokens import Keyring
 from relay.store.db import Database, utcnow
@@ -50,6 +51,7 @@ class WebState:
     db: Database
     keyring: Keyring
     buffer: EventBuffer
+    intake: Intake
     clock: Callable[[], datetime] = utcnow
     verify_cache: VerifyCache = field(default_factory=VerifyCache)
     links: Lru[int, tuple[int, int, str]] = field(default_factory=lambda: Lru(100_000))

@@ -1,4 +1,5 @@
-"""The tracking endpoints mail clients hit: open pixel, click redirect, unsubscribe.
+"""The tracking endpoints mail clients hit: click redirect and unsubscribe (the open pixel
+is relay.web.pixel, in front of the router).
 
 Input: signed tokens (relay.render.tokens); a bad token is refused without a database
 lookup. Output: the GIF, a 302 to the stored URL, or the unsubscribe pages. Opens and clicks
@@ -20,12 +21,6 @@ from relay.store import events as store_events
 from relay.web.machine import is_machine, privacy_ip
 from relay.web.state import WebState, state_of
 
-# The smallest transparent 1×1 GIF89a: 43 bytes.
-PIXEL = (
-    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00"
-    b"!\xf9\x04\x01\x00\x00\x00\x00"
-    b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
-)
 NO_STORE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache"}
 
 
@@ -35,27 +30,6 @@ def _client(request: Request, state: WebState) -> tuple[str | None, str | None, 
     agent = request.headers.get("user-agent")
     machine = is_machine(agent, ip, request.method)
     return privacy_ip(ip, state.config.http.store_ip), agent, machine
-
-
-async def track_open(request: Request) -> Response:
-    state = state_of(request)
-    try:
-        data = state.keyring.verify(request.path_params["token"], TokenKind.OPEN)
-    except InvalidToken:
-        data = None  # still a pixel: a broken image helps no one
-    if data is not None and state.config.tracking.opens:
-        ip, agent, machine = _client(request, state)
-        state.buffer.add(
-            store_events.TrackEvent(
-                EventType.OPENED.value,
-                data.delivery_id,
-                state.clock(),
-                machine,
-                ip=ip,
-                user_agent=agent,
-            )
-        )
-    return Response(PIXEL, media_type="image/gif", headers=NO_STORE)
 
 
 def _not_found_page() -> Response:
@@ -164,7 +138,6 @@ async def unsubscribe(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/track/open/{token}", track_open, methods=["GET", "HEAD"]),
     Route("/track/click/{token}", track_click, methods=["GET", "HEAD"]),
     Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
     Route("/unsubscribe/{token}", unsubscribe, methods=["POST"]),

@@ -12,7 +12,7 @@ from relay.render.tokens import Keyring, TokenData, TokenKind
 from relay.store import stats
 from relay.store.db import Database
 from relay.store.tables import links, recipient_events, suppressions
-from relay.web.tracking import PIXEL
+from relay.web.pixel import GIF as PIXEL
 from tests import rows
 from tests.web.conftest import NOW, Clock, state
 

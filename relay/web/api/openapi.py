@@ -79,6 +79,7 @@ PARAMS: dict[str, dict[str, Any]] = {
 }
 
 _OBJ = {"type": "object"}
+_RCPT = ("to", "cc", "bcc")
 _PAGE = {
     "type": "object",
     "required": ["items", "next_cursor"],
@@ -115,6 +116,20 @@ _BODIES = {
         },
     },
     "pause": {"type": "object", "properties": {"reason": {"type": "string"}}},
+    "send": {
+        "type": "object",
+        "required": ["from"],
+        "additionalProperties": False,
+        "properties": {
+            "from": {"type": "string", "description": "'a@example.com' or 'Name <a@example.com>'"},
+            **{f: {"type": ["string", "array"], "items": {"type": "string"}} for f in _RCPT},
+            "subject": {"type": "string"},
+            "text": {"type": "string"},
+            "html": {"type": "string"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "campaign": {"type": "string", "description": "as X-Campaign-ID"},
+        },
+    },
 }
 
 # (method, path, summary, parameter names, body schema name, response schema)
@@ -162,6 +177,7 @@ ENDPOINTS: list[tuple[str, str, str, list[str], str | None, dict[str, Any]]] = [
         None,
         _OBJ,
     ),
+    ("post", "/messages", "Send a message (202: queued)", ["tenant"], "send", _OBJ),
     (
         "get",
         "/messages",
@@ -256,7 +272,14 @@ def document() -> dict[str, Any]:
                 "required": body != "pause",
                 "content": {"application/json": {"schema": _BODIES[body]}},
             }
-            if method == "post" and body != "pause":
+            if body == "send":
+                del op["responses"]["200"]
+                op["responses"]["202"] = {
+                    "description": "accepted: committed and queued",
+                    "content": {"application/json": {"schema": _OBJ}},
+                }
+                op["responses"]["413"] = _ERROR
+            elif method == "post" and body != "pause":
                 op["responses"]["201"] = {
                     "description": "created",
                     "content": {"application/json": {"schema": _OBJ}},
