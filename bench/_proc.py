@@ -25,15 +25,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def wait_for_port(port: int, timeout_s: float, alive: object = None) -> None:
     """Return once something accepts on 127.0.0.1:port; `alive()` False means it died."""
     deadline = time.monotonic() + timeout_s
@@ -45,7 +36,8 @@ def wait_for_port(port: int, timeout_s: float, alive: object = None) -> None:
             if callable(alive) and not alive():
                 raise RuntimeError(f"the server for port {port} exited during start") from None
             if time.monotonic() > deadline:
-                raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout_s}s") from None
+                problem = f"nothing listens on 127.0.0.1:{port} after {timeout_s}s"
+                raise RuntimeError(problem) from None
             time.sleep(0.1)
 
 
