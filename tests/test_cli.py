@@ -107,11 +107,6 @@ def test_serve_refuses_unmigrated_database(tmp_path: Path) -> None:
     assert "relay migrate" in out.stderr and "Traceback" not in out.stderr
 
 
-def test_pending_commands_say_so(tmp_path: Path) -> None:
-    out = relay("bench", cwd=tmp_path)
-    assert out.returncode == 1 and "not yet available" in out.stderr
-
-
 def test_usage_error_exit_2(tmp_path: Path) -> None:
     out = relay("tenants", "frobnicate", cwd=tmp_path)
     assert out.returncode == 2
