@@ -1,7 +1,9 @@
-"""Logging: structlog set up once. JSON lines under systemd or when asked, console on a TTY.
+"""Logging: structlog set up once. JSON lines under systemd or when asked, key=value or
+console otherwise; the level can change at run time (SIGHUP reload).
 
 Events are dotted names with fields (`delivery.deferred`, message_id=…). Never pass secrets,
-AUTH data, keys or message bodies. A leaf: imports nothing from relay.
+AUTH data, keys or message bodies; as a safety net, fields whose names look secret are
+masked and body-like fields are dropped. A leaf: imports nothing from relay.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import structlog
@@ -19,6 +22,26 @@ _LEVELS = {
     "warning": logging.WARNING,
     "error": logging.ERROR,
 }
+_level = logging.INFO
+# Field names that never reach a log line with their value.
+_SECRET_PARTS = ("password", "secret", "api_key", "apikey", "token", "authorization")
+_BODY_FIELDS = frozenset({"body", "raw", "data", "content", "message_bytes"})
+
+
+def _filter_level(_logger: Any, method: str, event: MutableMapping[str, Any]) -> Any:
+    if _LEVELS.get(method, logging.INFO) < _level:
+        raise structlog.DropEvent
+    return event
+
+
+def _scrub(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    for key in list(event):
+        lowered = key.lower()
+        if lowered in _BODY_FIELDS:
+            del event[key]
+        elif any(part in lowered for part in _SECRET_PARTS) and not lowered.endswith("_file"):
+            event[key] = "****"
+    return event
 
 
 def setup(level: str = "info", fmt: str = "auto") -> None:
@@ -32,26 +55,67 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
         renderer = structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"])
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
+            _filter_level,
             structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
+            _scrub,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        # Filtering happens in _filter_level so that set_level works on cached loggers too.
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
         cache_logger_on_first_use=True,
     )
-    # Libraries that use stdlib logging (uvicorn, aiosmtpd, alembic) go through the same level.
-    logging.basicConfig(
-        level=max(_LEVELS[level], logging.INFO),
-        stream=sys.stdout,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    # Libraries that use stdlib logging (uvicorn, aiosmtpd, alembic) print in the same format,
+    # with their logger's name, so that journald and log shippers see one kind of line.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                _scrub,
+                renderer,
+            ],
+        )
     )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migration plumbing at start-up
+    set_level(level)
+
+
+def set_level(level: str) -> None:
+    """Change the level of every relay logger now (used by the SIGHUP reload)."""
+    global _level
+    _level = _LEVELS[level]
+    logging.getLogger().setLevel(max(_level, logging.INFO))
 
 
 def get(name: str | None = None) -> Any:
     return structlog.get_logger(name) if name else structlog.get_logger()
+
+
+def smtp_session(
+    logger: Any, remote: str, identity: Any, accepted: Sequence[int], error: object
+) -> None:
+    """The one line an inbound SMTP session leaves: who, as which tenant, which messages."""
+    tenant = getattr(getattr(identity, "tenant", None), "name", None)
+    credential = getattr(identity, "credential", None)
+    logger.info(
+        "smtp.session",
+        remote=remote,
+        tenant=tenant,
+        username=getattr(credential, "username", None),
+        message_ids=list(accepted),
+        messages=len(accepted),
+        error=type(error).__name__ if error is not None else None,
+    )

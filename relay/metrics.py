@@ -1,25 +1,51 @@
 """Prometheus metrics: one registry and the metric objects every stage updates.
 
-Input: nothing. Output: module-level metric objects (import and `.inc()` / `.set()` /
-`.observe()`), exposed by the web role at /metrics. Side effects: none beyond the registry.
+Input: nothing. Output: module-level metric objects and one-line hooks the stages call
+(`session_opened`, `timed_intake`, `timed_attempt`, `delivery_outcome`, …); the web role
+exposes the registry at /metrics. Counters and histograms are per process; the queue gauges
+are read from the database by `relay.service` (the same numbers from every process).
+A leaf: imports nothing from relay.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Mapping
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+T = TypeVar("T")
 REGISTRY = CollectorRegistry(auto_describe=True)
 
+# Milliseconds to minutes: a commit is ~ms, an attempt to a slow MX can take a minute.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_ATTEMPT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
 queue_depth = Gauge(
-    "relay_queue_depth", "Deliveries in the queue by state", ["state"], registry=REGISTRY
+    "relay_queue_depth", "Deliveries in the database by state", ["state"], registry=REGISTRY
+)
+queue_oldest_age_seconds = Gauge(
+    "relay_queue_oldest_age_seconds",
+    "Age of the oldest delivery not yet in a final state (0 when the queue is empty)",
+    registry=REGISTRY,
+)
+queue_read_at = Gauge(
+    "relay_queue_read_timestamp_seconds",
+    "When this process last read the queue gauges from the database",
+    registry=REGISTRY,
 )
 deliveries_total = Counter(
-    "relay_deliveries_total", "Delivery attempts by outcome", ["outcome"], registry=REGISTRY
+    "relay_deliveries_total",
+    "Delivery attempts recorded, by the state they led to",
+    ["outcome"],
+    registry=REGISTRY,
 )
 delivery_seconds = Histogram(
     "relay_delivery_seconds",
-    "Duration of one delivery attempt",
+    "Duration of one delivery attempt (render and transport)",
     ["transport"],
+    buckets=_ATTEMPT_BUCKETS,
     registry=REGISTRY,
 )
 smtp_sessions = Gauge("relay_smtp_sessions_open", "Open inbound SMTP sessions", registry=REGISTRY)
@@ -30,7 +56,10 @@ messages_accepted_total = Counter(
     "relay_messages_accepted_total", "Messages accepted (250 after commit)", registry=REGISTRY
 )
 intake_seconds = Histogram(
-    "relay_intake_seconds", "Time from end of DATA to commit", registry=REGISTRY
+    "relay_intake_seconds",
+    "SMTP accept latency: end of DATA to durable commit",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
 )
 event_buffer_size = Gauge(
     "relay_event_buffer_size", "Tracking events waiting to be written", registry=REGISTRY
@@ -52,3 +81,47 @@ http_request_seconds = Histogram(
 webhooks_total = Counter(
     "relay_webhook_posts_total", "Webhook POSTs by result", ["result"], registry=REGISTRY
 )
+config_reloads_total = Counter(
+    "relay_config_reloads_total", "SIGHUP reloads by result", ["result"], registry=REGISTRY
+)
+
+
+def session_opened() -> None:
+    smtp_sessions_total.inc()
+    smtp_sessions.inc()
+
+
+def session_closed() -> None:
+    smtp_sessions.dec()
+
+
+async def timed_intake(commit: Awaitable[T]) -> T:
+    """Await an intake commit; on success count the message and observe its latency."""
+    started = time.perf_counter()
+    result = await commit
+    intake_seconds.observe(time.perf_counter() - started)
+    messages_accepted_total.inc()
+    return result
+
+
+async def timed_attempt(transport: str, attempt: Awaitable[T]) -> T:
+    started = time.perf_counter()
+    try:
+        return await attempt
+    finally:
+        delivery_seconds.labels(transport).observe(time.perf_counter() - started)
+
+
+def delivery_outcome(state: str) -> None:
+    deliveries_total.labels(state).inc()
+
+
+def set_queue(by_state: Mapping[str, int], oldest_age_s: float | None) -> None:
+    """Replace the queue gauges with one fresh reading (states that vanished drop to 0)."""
+    for labels in list(queue_depth._metrics):  # noqa: SLF001 - keep states seen before at 0
+        if labels[0] not in by_state:
+            queue_depth.labels(*labels).set(0)
+    for state, count in by_state.items():
+        queue_depth.labels(state).set(count)
+    queue_oldest_age_seconds.set(oldest_age_s or 0)
+    queue_read_at.set_to_current_time()

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay import log
+from relay import log, metrics
 from relay.bounce.classify import classify_reply
 from relay.config import DeliveryConfig
 from relay.model import (
@@ -141,6 +141,7 @@ async def record_outcomes(
             applied = await _apply(conn, owner, delivery, outcome, decision, now)
             states.append(decision.state if applied else None)
     for (delivery, outcome), state in zip(results, states, strict=True):
+        metrics.delivery_outcome(str(state or "lease_lost"))
         if state is None:
             logger.warning("delivery.lease_lost", delivery_id=delivery.id)
         else:
@@ -148,6 +149,7 @@ async def record_outcomes(
                 f"delivery.{state}",
                 delivery_id=delivery.id,
                 message_id=delivery.message_id,
+                tenant_id=delivery.tenant_id,
                 domain=delivery.domain,
                 account=outcome.account,
                 mx=outcome.remote_host,

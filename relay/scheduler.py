@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from relay import log
+from relay import log, metrics, reloading
 from relay.config import Config
 from relay.model import Delivery, Outcome, SmtpReply
 from relay.outcome import SUPPRESSED_DETAIL, Policy, record_outcomes
@@ -185,7 +185,8 @@ class Scheduler:
         else:
             raw = self._raw.get(delivery.message_id, b"")
             mail_from, data = await self.render(delivery, raw)
-            outcome = await self.transport.send(delivery, mail_from, data)
+            send = self.transport.send(delivery, mail_from, data)
+            outcome = await metrics.timed_attempt(self.transport.name, send)
         self._results.append((delivery, outcome))
         self._have_results.set()
 
@@ -282,6 +283,7 @@ async def run(config: Config, db: Database, stopping: asyncio.Event) -> None:
     # Built before the first lease: a missing or unreadable DKIM key stops start-up here.
     render = DeliveryRenderer(config, db)
     scheduler = Scheduler(config, db, build_transport(config), render=render)
+    reloading.on_reload(lambda new: setattr(scheduler, "workers", new.delivery.workers))
     logger.info("delivery.started", owner=scheduler.owner, mode=config.delivery.mode)
     await scheduler.serve(stopping)
     logger.info("delivery.stopped", owner=scheduler.owner)

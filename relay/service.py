@@ -2,6 +2,8 @@
 
 Each role is a coroutine `run(config, db, stopping)` that serves until the `stopping` event
 is set, then drains and returns. SIGTERM/SIGINT set it; a second signal cancels at once.
+SIGHUP re-reads the config and applies the keys in `relay.reloading.RELOADABLE`. A process
+with the web role also refreshes the queue gauges of /metrics from the database.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import importlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 
-from relay import log, sdnotify
+from relay import log, metrics, reloading, sdnotify
 from relay.config import Config
-from relay.errors import RelayError
+from relay.errors import ConfigError, RelayError
+from relay.store import status
 from relay.store.db import Database, check_schema, upgrade
+
+QUEUE_GAUGES_S = 15.0  # how often the web role re-reads queue depth for /metrics
 
 Role = Callable[[Config, Database, asyncio.Event], Awaitable[None]]
 
@@ -50,7 +55,11 @@ async def prepare_database(config: Config) -> Database:
     return db
 
 
-async def run(config: Config, roles: Sequence[str]) -> int:
+async def run(
+    config: Config, roles: Sequence[str], load_config: Callable[[], Config] | None = None
+) -> int:
+    """Serve until SIGTERM/SIGINT; 0 after a drain, 1 when a second signal cut it short.
+    `load_config` re-reads the config on SIGHUP (None: SIGHUP is ignored)."""
     log.setup(config.log.level, config.log.format)
     logger = log.get("relay.service")
     db = await prepare_database(config)
@@ -72,11 +81,21 @@ async def run(config: Config, roles: Sequence[str]) -> int:
         logger.info("service.stopping", signal=signal.Signals(signum).name)
         stopping.set()
 
+    current = config
+
+    def on_hangup() -> None:
+        nonlocal current
+        if load_config is None or stopping.is_set():
+            return
+        current = reload(current, load_config)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     forced = False
     try:
-        logger.info("service.starting", roles=list(roles))
+        kind = type(loop).__module__.split(".")[0]  # 'uvloop' or 'asyncio'
+        logger.info("service.starting", roles=list(roles), loop=kind)
         async with asyncio.TaskGroup() as group:
             role_tasks = [
                 group.create_task(role(config, db, stopping), name=f"role:{name}")
@@ -86,6 +105,8 @@ async def run(config: Config, roles: Sequence[str]) -> int:
             sdnotify.notify("READY=1", f"STATUS=serving roles {','.join(roles)}")
             if (interval := sdnotify.watchdog_interval_s()) is not None:
                 group.create_task(_watchdog(interval, stopping), name="watchdog")
+            if "web" in entry_points:
+                group.create_task(_queue_gauges(db, stopping), name="queue-gauges")
             await stopping.wait()
             sdnotify.notify("STOPPING=1", "STATUS=draining")
             _, late = await asyncio.wait(role_tasks, timeout=config.service.drain_timeout)
@@ -109,8 +130,9 @@ async def run(config: Config, roles: Sequence[str]) -> int:
             first = first.exceptions[0]
         raise first from None
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
+        reloading.clear()
         await db.dispose()
     logger.info("service.stopped", forced=forced)
     return 1 if forced else 0
@@ -121,5 +143,39 @@ async def _watchdog(interval_s: float, stopping: asyncio.Event) -> None:
         sdnotify.notify("WATCHDOG=1")
         try:
             await asyncio.wait_for(stopping.wait(), interval_s)
+        except TimeoutError:
+            pass
+
+
+def reload(current: Config, load_config: Callable[[], Config]) -> Config:
+    """SIGHUP: the config to run with from now on; the old one when the new is invalid."""
+    say = log.get("relay.service")
+    try:
+        new = load_config()
+        merged, applied, restart = reloading.merge(current, new)
+    except ConfigError as e:
+        metrics.config_reloads_total.labels("invalid").inc()
+        say.warning("service.reload_failed", key=e.key, problem=e.problem, kept="old config")
+        return current
+    reloading.apply(merged)
+    metrics.config_reloads_total.labels("ok").inc()
+    say.info("service.reloaded", applied=applied)
+    if restart:
+        say.warning("service.reload_needs_restart", keys=restart)
+    log.set_level(merged.log.level)  # last, so that the lines above use the old level
+    return merged
+
+
+async def _queue_gauges(db: Database, stopping: asyncio.Event) -> None:
+    """Queue depth and oldest age for /metrics; every process reads the same database."""
+    say = log.get("relay.service")
+    while not stopping.is_set():
+        try:
+            summary = await status.queue_summary(db)
+            metrics.set_queue(summary["by_state"], summary["oldest_queued_age_s"])
+        except Exception as e:  # noqa: BLE001 - database trouble: stale gauges, next round
+            say.warning("metrics.queue_read_failed", error=type(e).__name__)
+        try:
+            await asyncio.wait_for(stopping.wait(), QUEUE_GAUGES_S)
         except TimeoutError:
             pass

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
+from collections.abc import Callable
 from typing import Any
 
 from relay.cli._args import command
@@ -21,6 +23,7 @@ def register(sub: Any) -> None:
         help="roles to run on this machine, separated by commas or dashes "
         f"(default: all of {','.join(ROLES)})",
     )
+    p.set_defaults(loop_factory=loop_factory)
 
 
 def parse_roles(value: str) -> tuple[str, ...]:
@@ -33,7 +36,17 @@ def parse_roles(value: str) -> tuple[str, ...]:
 
 
 async def run_serve(args: argparse.Namespace, ctx: Context) -> int:
+    from relay import config as config_module
     from relay import service
 
     roles = parse_roles(args.role)
-    return await service.run(ctx.config, roles)
+    return await service.run(ctx.config, roles, lambda: config_module.load(ctx.config_path))
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (one loop for every role), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

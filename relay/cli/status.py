@@ -38,12 +38,19 @@ def _age(seconds: int | None) -> str:
 async def run_status(args: argparse.Namespace, ctx: Context) -> int:
     async with ctx.database(check=False) as db:
         report = await store.gather(db)
+    limits = {a.name: a.daily_limit for a in ctx.config.delivery.accounts}
+    for account in report["accounts"]:
+        account["daily_limit"] = limits.get(account["name"])  # None: no longer configured
+        account["health"] = _health(account)
     if args.json:
         print_json(report)
         return 0
     d, q = report["database"], report["queue"]
     schema = "current" if d["current"] else f"at {d['revision']}, code expects {d['head']}"
-    print(f"database: reachable, schema {schema}")
+    print(
+        f"database: reachable in {d['query_ms']} ms, schema {schema}; newest message "
+        f"{_age(d['newest_message_age_s'])} ago, newest event {_age(d['newest_event_age_s'])} ago"
+    )
     print(f"queue: {q['in_queue']} in the queue; oldest queued {_age(q['oldest_queued_age_s'])}")
     for state, count in q["by_state"].items():
         print(f"  {state:<11} {count}")
@@ -54,6 +61,22 @@ async def run_status(args: argparse.Namespace, ctx: Context) -> int:
     print(f"  bounce rate {shown['bounce']}, complaint rate {shown['complaint']}")
     sup = report["suppressions"]
     print("suppressions: " + (", ".join(f"{k} {v}" for k, v in sup.items()) or "none"))
-    print("accounts:")
-    print_table(report["accounts"], ["name", "paused", "paused_reason", "consecutive_failures"])
+    if report["accounts"]:
+        print("accounts:")
+        for a in report["accounts"]:
+            a["usage"] = f"{a['sent_today']}/{a['daily_limit'] or '∞'}"
+        print_table(report["accounts"], ["name", "health", "usage", "consecutive_failures"])
+    else:
+        print("accounts: none (delivery mode is not smarthost, or nothing sent yet)")
     return 0
+
+
+def _health(account: dict[str, Any]) -> str:
+    if account["paused"]:
+        until = f" until {account['paused_until']}" if account["paused_until"] else ""
+        return f"paused ({account['paused_reason'] or 'by an operator'}){until}"
+    if account["consecutive_failures"]:
+        return f"failing ({account['consecutive_failures']} in a row)"
+    if account["daily_limit"] and account["sent_today"] >= account["daily_limit"]:
+        return "daily limit reached"
+    return "ok"

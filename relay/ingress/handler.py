@@ -17,7 +17,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
-from relay import inbound, log
+from relay import inbound, log, metrics
 from relay.addresses import InvalidAddress, normalize
 from relay.config import BounceConfig, SmtpConfig
 from relay.errors import StoreUnavailable
@@ -146,13 +146,15 @@ class Handler:
                     raw,
                 )
                 return replies.ACCEPTED.format(id="inbound")
-            accepted = await self.shared.intake.submit(
-                identity.tenant,
-                identity.credential,
-                envelope.mail_from or "",
-                list(envelope.rcpt_tos),
-                raw,
-                smtputf8=bool(envelope.smtp_utf8),
+            accepted = await metrics.timed_intake(
+                self.shared.intake.submit(
+                    identity.tenant,
+                    identity.credential,
+                    envelope.mail_from or "",
+                    list(envelope.rcpt_tos),
+                    raw,
+                    smtputf8=bool(envelope.smtp_utf8),
+                )
             )
         except Rejected as e:
             return e.reply
@@ -164,6 +166,7 @@ class Handler:
             ref = secrets.token_hex(4)
             logger.error("ingress.data_failed", ref=ref, error=type(e).__name__)
             return replies.STORE_DOWN
+        server.accepted.append(accepted.message_id)  # for the session's log line
         return replies.ACCEPTED.format(id=accepted.message_id)
 
     async def handle_exception(self, error: Exception) -> str:
@@ -181,6 +184,7 @@ class SubmissionSMTP(SMTP):
         self.identity: Identity | None = None
         self.peer_ip = ""
         self._counted = False
+        self.accepted: list[int] = []  # message ids, logged once when the session ends
 
     # -- connection limits ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -204,11 +208,12 @@ class SubmissionSMTP(SMTP):
         if refusal is not None:
             if self._handler_coroutine is not None:
                 self._handler_coroutine.cancel()
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(refusal.encode() + b"\r\n")
+            # uvloop's transports are not asyncio.WriteTransport subclasses; both can write.
+            transport.write(refusal.encode() + b"\r\n")  # type: ignore[attr-defined]
             transport.close()
             return
         self._counted = True
+        metrics.session_opened()
         shared.sessions.add(self)
         shared.total += 1
         shared.connections[self.peer_ip] = shared.connections.get(self.peer_ip, 0) + 1
@@ -218,6 +223,8 @@ class SubmissionSMTP(SMTP):
     def connection_lost(self, error: Exception | None) -> None:
         if self._counted:
             self._counted = False
+            metrics.session_closed()
+            log.smtp_session(logger, self.peer_ip, self.identity, self.accepted, error)
             shared = self.shared
             shared.sessions.discard(self)
             shared.total -= 1

@@ -13,7 +13,7 @@ import functools
 import ipaddress
 import ssl
 
-from relay import log
+from relay import log, reloading
 from relay.config import Config, split_hostport
 from relay.errors import ConfigError, NotFound
 from relay.ingress.auth import Authenticator, AuthThrottle
@@ -74,7 +74,7 @@ async def start(config: Config, db: Database) -> tuple[Shared, list[asyncio.Serv
         return SubmissionSMTP(
             shared,
             hostname=smtp.hostname,
-            data_size_limit=smtp.max_message_size,
+            data_size_limit=shared.config.max_message_size,  # reloadable
             enable_SMTPUTF8=True,
             decode_data=False,
             tls_context=tls_context,
@@ -116,8 +116,15 @@ async def stop(shared: Shared, servers: list[asyncio.Server], drain_s: float = D
     logger.info("ingress.stopped")
 
 
+def reload(shared: Shared, config: Config) -> None:
+    """SIGHUP (relay.reloading): limits and trusted networks apply to the next command."""
+    shared.config = config.smtp
+    shared.trusted = [ipaddress.ip_network(n, strict=False) for n in config.smtp.trusted_networks]
+
+
 async def run(config: Config, db: Database, stopping: asyncio.Event) -> None:
     shared, servers = await start(config, db)
+    reloading.on_reload(functools.partial(reload, shared))
     try:
         await stopping.wait()
     finally:

@@ -1,41 +1,89 @@
-"""The numbers behind `relay status`: queue depth, recent outcomes, suppressions, schema.
+"""The numbers behind `relay status` and the queue gauges of /metrics: queue depth,
+recent outcomes, suppressions, the pool, schema and database freshness.
 
-Every query is an aggregate over an index (deliveries by state, by state and time); none
-reads message bodies.
+Every query is an aggregate over an index (deliveries by state, by state and time) or a
+primary-key lookup; none reads message bodies.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
 from relay.model import FINAL_STATES
+from relay.store import accounts as pool
 from relay.store.db import Database, current_revision, head_revision, utcnow
-from relay.store.tables import accounts, deliveries, recipient_events, suppressions
+from relay.store.tables import deliveries, messages, recipient_events, suppressions
+
+_FINAL = {f.value for f in FINAL_STATES}
 
 
-async def gather(db: Database) -> dict[str, Any]:
-    now = utcnow()
-    hour_ago = now - timedelta(hours=1)
+async def queue_summary(db: Database, now: datetime | None = None) -> dict[str, Any]:
+    """Deliveries by state, how many are not final, and the age of the oldest of those."""
+    now = now or utcnow()
     async with db.read() as conn:
-        by_state = dict(
+        by_state: dict[str, int] = dict(
             (
                 await conn.execute(
                     select(deliveries.c.state, func.count()).group_by(deliveries.c.state)
                 )
             ).all()
         )
-        open_states = [s for s in by_state if s not in {f.value for f in FINAL_STATES}]
-        oldest = (
-            await conn.execute(
-                select(func.min(deliveries.c.created_at)).where(
-                    deliveries.c.state.in_(open_states or ["queued"])
+        open_states = [s for s in by_state if s not in _FINAL]
+        oldest = None
+        if open_states:
+            oldest = (
+                await conn.execute(
+                    select(func.min(deliveries.c.created_at)).where(
+                        deliveries.c.state.in_(open_states)
+                    )
                 )
+            ).scalar()
+    return {
+        "by_state": {k: int(v) for k, v in sorted(by_state.items())},
+        "in_queue": int(sum(v for k, v in by_state.items() if k in open_states)),
+        "oldest_queued_age_s": int((now - oldest).total_seconds()) if oldest else None,
+    }
+
+
+async def freshness(db: Database, now: datetime | None = None) -> dict[str, Any]:
+    """Round-trip time and the newest message and event (by primary key: cheap)."""
+    now = now or utcnow()
+    started = time.perf_counter()
+    async with db.read() as conn:
+        newest_message = (
+            await conn.execute(
+                select(messages.c.received_at).order_by(messages.c.id.desc()).limit(1)
             )
         ).scalar()
-        last_hour = dict(
+        newest_event = (
+            await conn.execute(
+                select(recipient_events.c.occurred_at)
+                .order_by(recipient_events.c.id.desc())
+                .limit(1)
+            )
+        ).scalar()
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
+
+    def age(at: datetime | None) -> int | None:
+        return int((now - at).total_seconds()) if at else None
+
+    return {
+        "query_ms": elapsed_ms,
+        "newest_message_age_s": age(newest_message),
+        "newest_event_age_s": age(newest_event),
+    }
+
+
+async def gather(db: Database) -> dict[str, Any]:
+    now = utcnow()
+    hour_ago = now - timedelta(hours=1)
+    queue = await queue_summary(db, now)
+    async with db.read() as conn:
+        last_hour: dict[str, int] = dict(
             (
                 await conn.execute(
                     select(recipient_events.c.type, func.count())
@@ -44,24 +92,25 @@ async def gather(db: Database) -> dict[str, Any]:
                 )
             ).all()
         )
-        suppressed = dict(
+        suppressed: dict[str, int] = dict(
             (
                 await conn.execute(
                     select(suppressions.c.reason, func.count()).group_by(suppressions.c.reason)
                 )
             ).all()
         )
-        pool = [
-            dict(r._mapping)
-            for r in await conn.execute(
-                select(
-                    accounts.c.name,
-                    accounts.c.paused,
-                    accounts.c.paused_reason,
-                    accounts.c.consecutive_failures,
-                ).order_by(accounts.c.name)
-            )
-        ]
+    accounts = [
+        {
+            "name": a.name,
+            "paused": a.paused,
+            "paused_reason": a.paused_reason,
+            "paused_until": a.paused_until.isoformat() if a.paused_until else None,
+            "consecutive_failures": a.consecutive_failures,
+            "sent_today": a.sent_today,
+        }
+        for a in await pool.read_all(db, now)
+    ]
+    fresh = await freshness(db, now)
     revision = await current_revision(db.engine)
     sent = sum(last_hour.get(t, 0) for t in ("delivered", "bounced", "failed"))
 
@@ -74,14 +123,11 @@ async def gather(db: Database) -> dict[str, Any]:
             "revision": revision,
             "head": head_revision(),
             "current": revision == head_revision(),
+            **fresh,
         },
-        "queue": {
-            "by_state": {k: int(v) for k, v in sorted(by_state.items())},
-            "in_queue": int(sum(v for k, v in by_state.items() if k in open_states)),
-            "oldest_queued_age_s": int((now - oldest).total_seconds()) if oldest else None,
-        },
+        "queue": queue,
         "last_hour": {k: int(v) for k, v in sorted(last_hour.items())},
         "rates_last_hour": {"bounce": rate("bounced"), "complaint": rate("complained")},
         "suppressions": {k: int(v) for k, v in sorted(suppressed.items())},
-        "accounts": pool,
+        "accounts": accounts,
     }

@@ -1,0 +1,219 @@
+"""`relay serve` as operators run it: a real process, real signals, real SMTP and HTTP.
+
+SIGTERM drains (a client in DATA still gets its 250, new clients get 421, deliveries in
+flight finish or go back to the queue, buffered tracking events are written, exit 0); a
+second signal exits at once (1) without losing what was committed; SIGHUP reloads the safe
+keys, names the others, and keeps the old config when the new one is invalid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from relay.config import DatabaseConfig
+from relay.store.db import Database
+from relay.store.tables import deliveries, messages, recipient_events
+from tests.peers import RecordingServer
+from tests.serving import Served, SmtpClient, html_message, tenant_with_login, write_config
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """SIGHUP does not depend on the database: SQLite only."""
+    target = tmp_path / "relay.db"
+    target.write_bytes(sqlite_template.read_bytes())
+    return f"sqlite+aiosqlite:///{target}"
+
+
+_PIXEL = re.compile(rb"http://127\.0\.0\.1:\d+/track/open/[A-Za-z0-9_\-]+")
+
+
+async def _rows(url: str) -> tuple[dict[str, tuple[str, str | None]], int, list[str]]:
+    """{recipient: (state, lease_owner)}, messages with a body, event types."""
+    db = Database.from_config(DatabaseConfig(url=url))
+    try:
+        async with db.read() as conn:
+            found = {
+                r.recipient: (r.state, r.lease_owner)
+                for r in await conn.execute(
+                    select(deliveries.c.recipient, deliveries.c.state, deliveries.c.lease_owner)
+                )
+            }
+            bodies = len(
+                (await conn.execute(select(messages.c.id).where(messages.c.raw.is_not(None)))).all()
+            )
+            types = [r.type for r in await conn.execute(select(recipient_events.c.type))]
+        return found, bodies, types
+    finally:
+        await db.dispose()
+
+
+async def _send(port: int, login: tuple[str, str], rcpt: str, marker: str = "hello") -> str:
+    client, banner = await SmtpClient.connect(port)
+    assert banner.startswith("220"), banner
+    assert (await client.login(*login)).startswith("235")
+    await client.begin([rcpt])
+    await client.send_raw(html_message(rcpt, marker) + b".\r\n")
+    reply = await client.reply()
+    await client.command("QUIT")
+    await client.close()
+    return reply
+
+
+async def _until(check: Callable[[], bool], timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+
+
+async def _wait_state(url: str, rcpt: str, state: str, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (await _rows(url))[0].get(rcpt, ("", None))[0] != state:
+        assert time.monotonic() < deadline, f"{rcpt} never reached {state}"
+        await asyncio.sleep(0.1)
+
+
+async def test_sigterm_drains_and_exits_0(tmp_path: Path, db_url: str) -> None:
+    login = await tenant_with_login(db_url)
+    async with RecordingServer() as mx:
+        served = Served(write_config(tmp_path, db_url, mx.port), tmp_path)
+        try:
+            await served.ready()
+            assert served.events("service.starting")[0]["loop"] == "uvloop"
+            # 1. A delivered HTML message; its open pixel is fetched and waits in the buffer.
+            assert (await _send(served.smtp_port, login, "r1@dest.example")).startswith("250")
+            await _until(lambda: bool(mx.messages))  # mx runs in its own thread
+            pixel = _PIXEL.search(mx.messages[0].data.replace(b"=\r\n", b""))
+            assert pixel is not None, mx.messages[0].data
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(pixel.group().decode())).status_code == 200
+            # 2. A delivery in flight: the smarthost takes 2 s to answer DATA.
+            mx.data_delay_s = 2.0
+            assert (await _send(served.smtp_port, login, "r2@dest.example")).startswith("250")
+            await _wait_state(db_url, "r2@dest.example", "sending")
+            # 3. A client in the middle of DATA.
+            client, _ = await SmtpClient.connect(served.smtp_port)
+            assert (await client.login(*login)).startswith("235")
+            await client.begin(["r3@dest.example"])
+            body = html_message("r3@dest.example", "late")
+            await client.send_raw(body[:40])
+
+            served.signal(signal.SIGTERM)
+            await served.wait_for_event("service.stopping")
+            newcomer, banner = await SmtpClient.connect(served.smtp_port)
+            assert banner.startswith("421 4.3.2"), banner
+            await newcomer.close()
+            started = time.monotonic()
+            await client.send_raw(body[40:] + b".\r\n")
+            reply = await client.reply()
+            assert reply.startswith("250 2.0.0"), reply
+            assert time.monotonic() - started < 5
+            await client.close()
+
+            assert await served.wait(30) == 0, served.text()
+        finally:
+            served.kill()
+    found, bodies, types = await _rows(db_url)
+    assert bodies == 3  # the message accepted during the drain is durable
+    assert found["r1@dest.example"][0] == "delivered"
+    assert found["r2@dest.example"][0] == "delivered"  # the attempt in flight finished
+    assert found["r3@dest.example"] == ("queued", None)  # accepted, waits for the next start
+    assert all(owner is None for _, owner in found.values())  # no lease left behind
+    assert "opened" in types  # the event buffer was flushed on the way out
+    assert served.events("service.stopped")[0]["forced"] is False
+    assert [m.rcpt_tos for m in mx.messages] == [["r1@dest.example"], ["r2@dest.example"]]
+
+
+async def test_second_signal_exits_at_once(tmp_path: Path, db_url: str) -> None:
+    login = await tenant_with_login(db_url)
+    async with RecordingServer() as mx:
+        mx.data_delay_s = 30.0  # the delivery is still in flight when we stop
+        served = Served(write_config(tmp_path, db_url, mx.port), tmp_path)
+        try:
+            await served.ready()
+            assert (await _send(served.smtp_port, login, "r1@dest.example")).startswith("250")
+            await _wait_state(db_url, "r1@dest.example", "sending")
+            client, _ = await SmtpClient.connect(served.smtp_port)
+            assert (await client.login(*login)).startswith("235")
+            await client.begin(["r2@dest.example"])
+            await client.send_raw(b"Subject: never finished\r\n")  # holds the drain open
+
+            served.signal(signal.SIGTERM)
+            await served.wait_for_event("service.stopping")
+            started = time.monotonic()
+            served.signal(signal.SIGTERM)
+            assert await served.wait(10) == 1, served.text()
+            assert time.monotonic() - started < 5
+            await client.close()
+        finally:
+            served.kill()
+    assert served.events("service.forced_stop")
+    found, bodies, _ = await _rows(db_url)
+    # What was committed stays: the message and its delivery, leased until the lease
+    # expires and any worker takes it over (tests/test_delivery_processes.py).
+    assert bodies == 1
+    assert list(found) == ["r1@dest.example"]
+    assert found["r1@dest.example"][0] in {"sending", "queued"}
+
+
+async def test_sighup_reloads_safe_keys_and_keeps_old_config_when_invalid(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    db_url = sqlite_url
+    login = await tenant_with_login(db_url)
+
+    async def rcpt_replies(port: int, n: int) -> list[str]:
+        client, _ = await SmtpClient.connect(port)
+        await client.login(*login)
+        await client.command("MAIL FROM:<app@shop.example>")
+        out = [(await client.command(f"RCPT TO:<r{i}@dest.example>"))[:3] for i in range(n)]
+        await client.command("QUIT")
+        await client.close()
+        return out
+
+    async with RecordingServer() as mx:
+        config = write_config(tmp_path, db_url, mx.port, smtp="max_recipients = 3")
+        served = Served(config, tmp_path)
+        try:
+            await served.ready()
+            assert await rcpt_replies(served.smtp_port, 4) == ["250", "250", "250", "452"]
+            # A reloadable key, one that needs a restart, and a quieter log level.
+            write_config(
+                tmp_path,
+                db_url,
+                mx.port,
+                smtp='hostname = "other.test"\nmax_recipients = 1',
+                log_level="warning",
+                keep_ports_of=config,
+            )
+            served.signal(signal.SIGHUP)
+            reloaded = await served.wait_for_event("service.reloaded")
+            assert reloaded["applied"] == ["log.level", "smtp.max_recipients"]
+            restart = await served.wait_for_event("service.reload_needs_restart")
+            assert restart["keys"] == ["smtp.hostname"]
+            assert await rcpt_replies(served.smtp_port, 2) == ["250", "452"]
+            sessions = len(served.events("smtp.session"))
+            # Invalid: one clear line, and the running config stays.
+            write_config(tmp_path, db_url, mx.port, smtp="max_recipients = 0", keep_ports_of=config)
+            served.signal(signal.SIGHUP)
+            failed = await served.wait_for_event("service.reload_failed")
+            assert failed["key"] == "smtp.max_recipients"
+            assert "greater than 0" in failed["problem"]
+            assert await rcpt_replies(served.smtp_port, 2) == ["250", "452"]
+            served.signal(signal.SIGTERM)
+            assert await served.wait(30) == 0, served.text()
+        finally:
+            served.kill()
+    # log.level = "warning" took effect: the later sessions left no INFO line.
+    assert len(served.events("smtp.session")) == sessions
+    assert served.proc.returncode == 0
