@@ -69,6 +69,7 @@ def build_transport(config: Config) -> Transport:
         )
     from relay.transport.mx import DirectTransport, MxResolver
     from relay.transport.session import SessionCache
+    from relay.transport.shaping import Shaper
 
     resolver = MxResolver(d.dns_servers, d.dns_port, d.dns_timeout)
     cache = SessionCache(
@@ -78,7 +79,7 @@ def build_transport(config: Config) -> Transport:
         d.messages_per_connection,
         d.idle_connection_timeout,
     )
-    return DirectTransport(resolver, cache, d.mx_port)
+    return DirectTransport(resolver, cache, d.mx_port, Shaper.from_config(d))
 
 
 def worker_name() -> str:
