@@ -98,8 +98,8 @@ def decide(
     if POSTPONED in outcome.details:  # a limit, not the remote side: no attempt counted
         state = DeliveryState.DEFERRED if delivery.attempts else DeliveryState.QUEUED
         wait = timedelta(seconds=max(outcome.retry_after_s or 1.0, 0.0))
-        reason = Classification(BounceKind.NOT_BOUNCE, outcome.details[POSTPONED])
-        return Decision(state, reason, now + wait)
+        why = Classification(BounceKind.NOT_BOUNCE, outcome.details[POSTPONED])
+        return Decision(state, why, now + wait)
     if outcome.delivered:
         return Decision(DeliveryState.DELIVERED, classify(outcome.reply))
     found = classify(outcome.reply)

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from relay import log
 from relay.config import Config
+from relay.limits import TenantLimits
 from relay.model import Delivery, Outcome, SmtpReply
 from relay.outcome import SUPPRESSED_DETAIL, Policy, record_outcomes
 from relay.rendering import DeliveryRenderer
@@ -106,6 +107,7 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.owner = owner or worker_name()
         self.policy = Policy.from_config(config.delivery)
+        self.limits = TenantLimits(config.delivery, db)
         self.workers = config.delivery.workers
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self._results: list[tuple[Delivery, Outcome]] = []
@@ -151,6 +153,10 @@ class Scheduler:
         missing = {d.message_id for d in leased} - self._raw.keys()
         self._raw.update(await queue.load_raw(self.db, missing))
         self._open.update(d.id for d in leased)
+        if self.limits.enabled:  # over a tenant's limit: back to the queue, no attempt
+            leased, waiting = await self.limits.admit(leased, self.clock())
+            self._results.extend(waiting)
+            self._have_results.set()
         blocked = await self._suppressed(leased)
         for delivery in leased:
             task = asyncio.create_task(self._attempt(delivery, blocked.get(delivery.id)))
