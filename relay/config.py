@@ -168,6 +168,31 @@ class AccountConfig(_Section):
     daily_limit: int = Field(0, ge=0)  # 0 = unlimited
     per_minute: int = Field(0, ge=0)  # 0 = unlimited
     warmup: list[int] = []  # day 1, day 2 … daily limits; the last value holds afterwards
+    pool: str = "default"  # pools are chosen by [[delivery.routes]]
+
+
+# --- delivery limits and shaping (README "Limits and shaping") ---
+class ShapeConfig(_Section):
+    """Budget of one destination (MX host set); 0 = unlimited / the global default."""
+
+    mx_suffixes: list[str] = []  # MX host name endings that identify a provider
+    max_connections: int = Field(0, ge=0)
+    connections_per_minute: int = Field(0, ge=0)
+    messages_per_second: float = Field(0.0, ge=0)
+    messages_per_connection: int = Field(0, ge=0)
+
+
+class TenantLimitConfig(_Section):
+    per_minute: int = Field(0, ge=0)
+    per_hour: int = Field(0, ge=0)
+    per_day: int = Field(0, ge=0)
+
+
+class RouteConfig(_Section):
+    tenant: str = ""  # tenant name; empty = any
+    sender_domain: str = ""  # envelope sender domain; empty = any
+    transport: Literal["sink", "smarthost", "direct"]
+    pool: str = "default"  # smarthost: the accounts with this `pool`
 
 
 class DeliveryConfig(_Section):
@@ -192,11 +217,30 @@ class DeliveryConfig(_Section):
     dns_port: int = Field(53, ge=1, le=65535)
     dns_timeout: Duration = 10.0
     accounts: list[AccountConfig] = []
+    # Limits and shaping (README "Limits and shaping").
+    account_bounce_rate: float = Field(0.0, ge=0, le=1)  # 0 = never pause for bounces
+    account_bounce_window: Duration = Field(3600.0, gt=0, le=86400)
+    account_bounce_min: int = Field(100, ge=1)
+    account_bounce_pause: Duration = 6 * 3600.0
+    shaping: dict[str, ShapeConfig] = {}
+    shaping_max_wait: Duration = 2.0
+    throttle_backoff: Duration = 60.0
+    throttle_recovery: Duration = 300.0
+    dead_after_failures: int = Field(5, ge=1)
+    dead_time: Duration = 600.0
+    tenant_limits: dict[str, TenantLimitConfig] = {}
+    routes: list[RouteConfig] = []
 
     @model_validator(mode="after")
     def _accounts(self) -> DeliveryConfig:
-        if self.mode == "smarthost" and not self.accounts:
-            raise ValueError("mode 'smarthost' needs at least one [[delivery.accounts]] entry")
+        pools = {a.pool for a in self.accounts}
+        if self.mode == "smarthost" and "default" not in pools:
+            raise ValueError(
+                "mode 'smarthost' needs at least one [[delivery.accounts]] entry in pool 'default'"
+            )
+        for route in self.routes:
+            if route.transport == "smarthost" and route.pool not in pools:
+                raise ValueError(f"route to pool {route.pool!r}: no account has that pool")
         names = [a.name for a in self.accounts]
         if len(names) != len(set(names)):
             raise ValueError(f"account names must be unique, got {names}")

@@ -145,6 +145,11 @@ class Classification:
     status: str = ""
 
 
+# Outcome.details key: not attempted, back to the queue after `retry_after_s` without
+# counting an attempt (a tenant's sending limit, a destination's rate, a busy pool).
+POSTPONED = "postponed"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a transport reports for one delivery attempt; `outcome.py` applies it.

@@ -22,6 +22,7 @@ from relay import log, metrics
 from relay.bounce.classify import classify_reply
 from relay.config import DeliveryConfig
 from relay.model import (
+    POSTPONED,
     BounceKind,
     Classification,
     Delivery,
@@ -94,6 +95,11 @@ def decide(
     if SUPPRESSED_DETAIL in outcome.details:
         reason = outcome.details[SUPPRESSED_DETAIL]
         return Decision(DeliveryState.SUPPRESSED, Classification(BounceKind.NOT_BOUNCE, reason))
+    if POSTPONED in outcome.details:  # a limit, not the remote side: no attempt counted
+        state = DeliveryState.DEFERRED if delivery.attempts else DeliveryState.QUEUED
+        wait = timedelta(seconds=max(outcome.retry_after_s or 1.0, 0.0))
+        why = Classification(BounceKind.NOT_BOUNCE, outcome.details[POSTPONED])
+        return Decision(state, why, now + wait)
     if outcome.delivered:
         return Decision(DeliveryState.DELIVERED, classify(outcome.reply))
     found = classify(outcome.reply)
@@ -142,7 +148,9 @@ async def record_outcomes(
             states.append(decision.state if applied else None)
     for (delivery, outcome), state in zip(results, states, strict=True):
         metrics.delivery_outcome(str(state or "lease_lost"))
-        if state is None:
+        if state is not None and POSTPONED in outcome.details:
+            logger.debug("delivery.postponed", delivery_id=delivery.id, why=str(outcome.reply))
+        elif state is None:
             logger.warning("delivery.lease_lost", delivery_id=delivery.id)
         else:
             logger.info(
@@ -181,6 +189,8 @@ async def _apply(
     now: datetime,
 ) -> bool:
     state = decision.state
+    if POSTPONED in outcome.details:
+        return await _postpone(conn, owner, delivery, decision, now)
     tried = state is not DeliveryState.SUPPRESSED
     values: dict[str, Any] = {
         "state": str(state),
@@ -289,3 +299,21 @@ async def _apply(
             at=now,
         )
     return True
+
+
+async def _postpone(
+    conn: AsyncConnection, owner: str, delivery: Delivery, decision: Decision, now: datetime
+) -> bool:
+    """Back to the queue untried: no attempt row, no event, attempts unchanged."""
+    result = await conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id == delivery.id, deliveries.c.lease_owner == owner)
+        .values(
+            state=str(decision.state),
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=decision.next_attempt_at,
+            updated_at=now,
+        )
+    )
+    return bool(result.rowcount == 1)

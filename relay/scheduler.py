@@ -21,6 +21,7 @@ from typing import Protocol
 
 from relay import log, metrics, reloading
 from relay.config import Config
+from relay.limits import TenantLimits
 from relay.model import Delivery, Outcome, SmtpReply
 from relay.outcome import SUPPRESSED_DETAIL, Policy, record_outcomes
 from relay.rendering import DeliveryRenderer
@@ -69,6 +70,7 @@ def build_transport(config: Config) -> Transport:
         )
     from relay.transport.mx import DirectTransport, MxResolver
     from relay.transport.session import SessionCache
+    from relay.transport.shaping import Shaper
 
     resolver = MxResolver(d.dns_servers, d.dns_port, d.dns_timeout)
     cache = SessionCache(
@@ -78,7 +80,7 @@ def build_transport(config: Config) -> Transport:
         d.messages_per_connection,
         d.idle_connection_timeout,
     )
-    return DirectTransport(resolver, cache, d.mx_port)
+    return DirectTransport(resolver, cache, d.mx_port, Shaper.from_config(d))
 
 
 def worker_name() -> str:
@@ -105,6 +107,7 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.owner = owner or worker_name()
         self.policy = Policy.from_config(config.delivery)
+        self.limits = TenantLimits(config.delivery, db)
         self.workers = config.delivery.workers
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self._results: list[tuple[Delivery, Outcome]] = []
@@ -150,6 +153,10 @@ class Scheduler:
         missing = {d.message_id for d in leased} - self._raw.keys()
         self._raw.update(await queue.load_raw(self.db, missing))
         self._open.update(d.id for d in leased)
+        if self.limits.enabled:  # over a tenant's limit: back to the queue, no attempt
+            leased, waiting = await self.limits.admit(leased, self.clock())
+            self._results.extend(waiting)
+            self._have_results.set()
         blocked = await self._suppressed(leased)
         for delivery in leased:
             task = asyncio.create_task(self._attempt(delivery, blocked.get(delivery.id)))

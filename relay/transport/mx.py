@@ -4,11 +4,13 @@ Input: a delivery and its rendered bytes; `[delivery]` DNS and port settings. Ou
 `Outcome`. MX records come from dnspython (async), cached for their TTL; hosts are tried in
 preference order, random among equal preferences; no MX means the domain itself (implicit
 MX, RFC 5321 5.1); a null MX (RFC 7505) or a non-existent domain fails at once (hard);
-DNS timeouts and SERVFAIL defer. Site trouble at one host moves on to the next.
+DNS timeouts and SERVFAIL defer. Site trouble at one host moves on to the next. Every
+attempt passes the destination's traffic shaping first (`relay.transport.shaping`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -19,9 +21,11 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-from relay.model import Delivery, Outcome, SmtpReply
+from relay.model import POSTPONED, Delivery, Outcome, SmtpReply
 from relay.transport.session import Endpoint, SessionCache
+from relay.transport.shaping import DEFAULT, PROVIDERS, Deferred, Destination, Postponed, Shaper
 from relay.transport.smarthost import send_one
+from relay.transport.trouble import Scope
 
 
 class DnsFailure(Exception):
@@ -123,48 +127,106 @@ class MxResolver:
 class DirectTransport:
     name = "direct"
 
-    def __init__(self, resolver: MxResolver, cache: SessionCache, port: int = 25) -> None:
+    def __init__(
+        self,
+        resolver: MxResolver,
+        cache: SessionCache,
+        port: int = 25,
+        shaper: Shaper | None = None,
+    ) -> None:
         self.resolver = resolver
         self.cache = cache
         self.port = port
+        self.shaper = shaper or Shaper(PROVIDERS, DEFAULT)
 
     async def send(self, delivery: Delivery, mail_from: str, data: bytes) -> Outcome:
         started = time.monotonic()
-        last: Outcome | None = None
         try:
             hosts = await self.resolver.hosts(delivery.domain)
-            for host in hosts:
-                try:
-                    addresses = await self.resolver.addresses(host)
-                except DnsFailure as e:
-                    last = Outcome(delivery.id, False, e.reply, self.name, remote_host=host)
-                    continue
-                for address in addresses:
-                    endpoint = Endpoint(address, self.port, "opportunistic")
-                    outcome, found = await send_one(
-                        self.cache, endpoint, delivery, mail_from, data, self.name, None
-                    )
-                    outcome = Outcome(
-                        outcome.delivery_id,
-                        outcome.delivered,
-                        outcome.reply,
-                        self.name,
-                        remote_host=host,
-                        duration_ms=outcome.duration_ms,
-                        retry_after_s=outcome.retry_after_s,
-                    )
-                    if found is None or found.scope.value != "site":
-                        return outcome
-                    last = outcome  # soft trouble at a non-final MX: try the next
         except DnsFailure as e:
             ms = int((time.monotonic() - started) * 1000)
             return Outcome(delivery.id, False, e.reply, self.name, duration_ms=ms)
-        if last is None:
-            last = Outcome(
-                delivery.id, False, SmtpReply(451, "no MX host to try", "4.4.4"), self.name
+        dest = self.shaper.destination(hosts)
+        verdict = await self.shaper.admit(dest, delivery.id)
+        if isinstance(verdict, Postponed):
+            return self._postponed(delivery, dest, verdict)
+        if isinstance(verdict, Deferred):
+            return Outcome(
+                delivery.id, False, verdict.reply, self.name, retry_after_s=verdict.wait_s
             )
+        try:
+            outcome, reached = await self._try_hosts(delivery, mail_from, data, hosts, dest)
+        finally:
+            self.shaper.release(dest)
+        if POSTPONED not in outcome.details:
+            self.shaper.report(dest, outcome.reply, reached)
+        return outcome
+
+    async def _try_hosts(
+        self, delivery: Delivery, mail_from: str, data: bytes, hosts: list[str], dest: Destination
+    ) -> tuple[Outcome, bool]:
+        """Every MX in order; (outcome, whether any host answered at SMTP level)."""
+        last: Outcome | None = None
+        reached = False
+        cap = dest.shape.messages_per_connection
+        for host in hosts:
+            try:
+                addresses = await self.resolver.addresses(host)
+            except DnsFailure as e:
+                last = Outcome(delivery.id, False, e.reply, self.name, remote_host=host)
+                continue
+            for address in addresses:
+                endpoint = Endpoint(address, self.port, "opportunistic")
+                if cap:
+                    self.cache.caps[endpoint] = cap
+                if not self.cache.has_idle(endpoint):
+                    wait = await self._connection_budget(dest)
+                    if wait is not None:
+                        return self._postponed(delivery, dest, wait), True
+                outcome, found = await send_one(
+                    self.cache, endpoint, delivery, mail_from, data, self.name, None
+                )
+                outcome = Outcome(
+                    outcome.delivery_id,
+                    outcome.delivered,
+                    outcome.reply,
+                    self.name,
+                    remote_host=host,
+                    duration_ms=outcome.duration_ms,
+                    retry_after_s=outcome.retry_after_s,
+                )
+                if found is None or found.scope is not Scope.SITE:
+                    return outcome, True
+                reached = reached or found.reply.enhanced not in _UNREACHABLE
+                last = outcome  # soft trouble at a non-final MX: try the next
+        if last is None:
+            reply = SmtpReply(451, "no MX host to try", "4.4.4")
+            last = Outcome(delivery.id, False, reply, self.name)
         # Every MX failed: whatever the last said, it is temporary (4xx) unless it was DNS-hard.
-        return last
+        return last, reached
+
+    async def _connection_budget(self, dest: Destination) -> Postponed | None:
+        """Wait for room under connections_per_minute, or say how long it would take."""
+        while (wait := self.shaper.connect_wait(dest)) > 0:
+            if wait > self.shaper.max_wait_s:
+                return Postponed(wait, "destination connection rate")
+            await asyncio.sleep(wait)
+        return None
+
+    def _postponed(self, delivery: Delivery, dest: Destination, verdict: Postponed) -> Outcome:
+        reply = SmtpReply(451, f"waiting for {dest.key}: {verdict.why}", "4.4.5")
+        return Outcome(
+            delivery.id,
+            False,
+            reply,
+            self.name,
+            retry_after_s=verdict.wait_s,
+            details={POSTPONED: verdict.why},
+        )
 
     async def close(self) -> None:
         await self.cache.close()
+
+
+# Synthetic replies of connection trouble (relay.transport.trouble): no MX host answered.
+_UNREACHABLE = frozenset({"4.4.1", "4.4.2"})

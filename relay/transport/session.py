@@ -47,6 +47,7 @@ class SessionCache:
         self.connect_timeout_s = connect_timeout_s
         self.command_timeout_s = command_timeout_s
         self.cap = messages_per_connection
+        self.caps: dict[Endpoint, int] = {}  # per-destination caps (shaping) over `cap`
         self.idle_timeout_s = idle_timeout_s
         self._idle: dict[Endpoint, list[Session]] = {}
         self._closing: set[asyncio.Task[None]] = set()
@@ -97,12 +98,15 @@ class SessionCache:
         session.sent += 1
         session.last_used = time.monotonic()
         session.dirty = not ok
-        if session.sent >= self.cap or not session.client.is_connected:
+        if session.sent >= self.caps.get(endpoint, self.cap) or not session.client.is_connected:
             task = asyncio.get_running_loop().create_task(_quit(session))
             self._closing.add(task)  # keep a reference until it is done
             task.add_done_callback(self._closing.discard)
             return
         self._idle.setdefault(endpoint, []).append(session)
+
+    def has_idle(self, endpoint: Endpoint) -> bool:
+        return bool(self._idle.get(endpoint))
 
     def discard(self, session: Session) -> None:
         session.client.close()
