@@ -29,18 +29,32 @@ class DeliveryRenderer:
         self.in_thread = bool(config.dkim.keys)
         # Tasks, so concurrent renders of one message share a single load; a caller being
         # cancelled does not cancel the load others wait on.
-        self._inputs: OrderedDict[int, asyncio.Task[RenderInputs]] = OrderedDict()
+        self._inputs: OrderedDict[int, asyncio.Future[RenderInputs]] = OrderedDict()
 
-    async def _inputs_for(self, message_id: int) -> RenderInputs:
-        task = self._inputs.get(message_id)
-        if task is not None:
-            self._inputs.move_to_end(message_id)
-        else:
-            task = asyncio.ensure_future(self._load(message_id))
-            self._inputs[message_id] = task
+    def prime(self, found: dict[int, RenderInputs]) -> None:
+        """Cache inputs the scheduler loaded for a whole batch (no query per message)."""
+        loop = asyncio.get_running_loop()
+        for message_id, inputs in found.items():
+            if message_id in self._inputs:
+                continue
+            done: asyncio.Future[RenderInputs] = loop.create_future()
+            done.set_result(inputs)
+            self._inputs[message_id] = done
             if len(self._inputs) > CACHE_SIZE:
                 self._inputs.popitem(last=False)
-        return await asyncio.shield(task)
+
+    async def _inputs_for(self, message_id: int) -> RenderInputs:
+        found = self._inputs.get(message_id)
+        if found is not None:
+            self._inputs.move_to_end(message_id)
+            if found.done():
+                return found.result()
+        else:
+            found = asyncio.ensure_future(self._load(message_id))
+            self._inputs[message_id] = found
+            if len(self._inputs) > CACHE_SIZE:
+                self._inputs.popitem(last=False)
+        return await asyncio.shield(found)
 
     async def _load(self, message_id: int) -> RenderInputs:
         try:

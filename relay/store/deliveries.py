@@ -10,7 +10,9 @@ attempts with one statement per table (executemany), in the caller's transaction
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,13 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import DUE_STATES, CampaignState, Delivery, DeliveryState
 from relay.store.db import Database
+from relay.store.messages import RenderInputs
 from relay.store.tables import (
     campaigns,
     deliveries,
     delivery_attempts,
+    links,
     messages,
     recipient_events,
     recipients,
+    tenants,
 )
 
 _DUE = sorted(str(s) for s in DUE_STATES)
@@ -199,22 +204,56 @@ async def complete(
 
 async def load_raw(db: Database, message_ids: Iterable[int]) -> dict[int, bytes]:
     """The stored originals of these messages (zlib-encoded ones are inflated)."""
-    import zlib
+    return {i: m.raw for i, m in (await load_messages(db, message_ids)).items()}
 
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    raw: bytes  # the stored original, inflated
+    inputs: RenderInputs  # tracked links and tracking settings for rendering
+
+
+async def load_messages(db: Database, message_ids: Iterable[int]) -> dict[int, StoredMessage]:
+    """What the scheduler needs of these messages, in one read (two queries)."""
     wanted = sorted(set(message_ids))
     if not wanted:
         return {}
     async with db.read() as conn:
-        rows = await conn.execute(
-            select(messages.c.id, messages.c.raw, messages.c.raw_encoding).where(
-                messages.c.id.in_(wanted)
+        rows = (
+            await conn.execute(
+                select(
+                    messages.c.id,
+                    messages.c.raw,
+                    messages.c.raw_encoding,
+                    messages.c.options,
+                    tenants.c.settings.label("tenant_settings"),
+                    campaigns.c.settings.label("campaign_settings"),
+                )
+                .join(tenants, tenants.c.id == messages.c.tenant_id)
+                .outerjoin(campaigns, campaigns.c.id == messages.c.campaign_id)
+                .where(messages.c.id.in_(wanted))
             )
+        ).all()
+        found_links: dict[int, dict[str, int]] = {i: {} for i in wanted}
+        for r in await conn.execute(
+            select(links.c.message_id, links.c.url, links.c.id).where(
+                links.c.message_id.in_(wanted)
+            )
+        ):
+            found_links[r.message_id][r.url] = int(r.id)
+    found: dict[int, StoredMessage] = {}
+    for r in rows:
+        raw = bytes(r.raw or b"")
+        inputs = RenderInputs(
+            found_links[r.id],
+            dict(r.tenant_settings or {}),
+            dict(r.campaign_settings or {}),
+            dict(r.options or {}),
         )
-        found: dict[int, bytes] = {}
-        for r in rows:
-            raw = bytes(r.raw or b"")
-            found[r.id] = zlib.decompress(raw) if r.raw_encoding == "zlib" else raw
-        return found
+        found[r.id] = StoredMessage(
+            zlib.decompress(raw) if r.raw_encoding == "zlib" else raw, inputs
+        )
+    return found
 
 
 async def release(db: Database, owner: str, ids: Sequence[int], now: datetime) -> int:
