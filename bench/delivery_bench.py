@@ -1,9 +1,11 @@
 """Delivery benchmark: drain N queued 5 KB deliveries into a local SMTP sink; report msgs/s.
 
-Input: --count, --processes, --db (a SQLAlchemy URL; default a fresh SQLite file), --sink
-(smtp-sink from Postfix when installed, else an aiosmtpd sink). Output: one line of numbers
-(time to drain, msgs/s, peak RSS) and a JSON file in bench/results/. Side effects: creates
-and deletes its own SQLite file (or empties the MariaDB tables it is pointed at).
+Input: --count, --per-message (recipients per stored message), --processes, --db (a
+SQLAlchemy URL; default a fresh SQLite file), --no-tracking, --dkim rsa|ed25519. Each delivery
+is rendered as the delivery role does (tracked links, open pixel, List-Unsubscribe, VERP;
+DKIM when asked) and sent through the smarthost transport to Postfix's `smtp-sink`. Output:
+one line of numbers (time to drain, msgs/s, peak RSS) and a JSON file in bench/results/.
+Side effects: creates and deletes its own SQLite file (or empties the MariaDB tables).
 
     .venv/bin/python bench/delivery_bench.py --count 2000
     .venv/bin/python bench/delivery_bench.py --count 10000 --processes 2 \
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import resource
 import shutil
@@ -30,23 +33,37 @@ sys.path.insert(0, str(REPO))
 
 from sqlalchemy import delete, insert  # noqa: E402
 
-from relay.config import AccountConfig, Config, DatabaseConfig, DeliveryConfig  # noqa: E402
+from relay import config as config_module  # noqa: E402
+from relay.config import Config, DatabaseConfig  # noqa: E402
+from relay.render import collect_links  # noqa: E402
+from relay.rendering import DeliveryRenderer  # noqa: E402
 from relay.scheduler import Scheduler, build_transport  # noqa: E402
 from relay.store import deliveries as queue  # noqa: E402
 from relay.store.db import Database, upgrade, utcnow  # noqa: E402
 from relay.store.tables import deliveries as deliveries_table  # noqa: E402
-from relay.store.tables import messages, metadata, tenants  # noqa: E402
+from relay.store.tables import links, messages, metadata, recipients, tenants  # noqa: E402
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 
 
-def body(size: int) -> bytes:
-    head = b"From: Bench <bench@shop.example>\r\nTo: x@example.com\r\nSubject: bench\r\n\r\n"
-    line = b"x" * 76 + b"\r\n"
-    return head + line * ((size - len(head)) // len(line) + 1)
+def body(size: int, n: int) -> bytes:
+    """A ~size-byte HTML newsletter (message n) with five tracked links and an unsubscribe."""
+    head = (
+        b"From: Shop <news@shop.example>\r\nTo: x@example.com\r\n"
+        b"Subject: Weekly offers %d\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<html><body>\r\n" % n
+    )
+    links_html = b"".join(
+        b'<p><a href="https://shop.example/offer/%d?n=%d">Offer %d</a></p>\r\n' % (i, n, i)
+        for i in range(5)
+    )
+    tail = b"</body></html>\r\n"
+    line = b"<p>" + b"x" * 70 + b"</p>\r\n"
+    filler = line * max((size - len(head) - len(links_html) - len(tail)) // len(line), 0)
+    return head + links_html + filler + tail
 
 
-async def fill(url: str, count: int, size: int) -> None:
+async def fill(url: str, count: int, size: int, per_message: int, config: Config) -> None:
     db = Database.from_config(DatabaseConfig(url=url))
     try:
         await upgrade(db.engine)
@@ -61,19 +78,39 @@ async def fill(url: str, count: int, size: int) -> None:
                 )
             )
             tenant = t.inserted_primary_key[0]  # type: ignore[index]
-            raw = body(size)
-            m = await conn.execute(
-                insert(messages).values(
-                    tenant_id=tenant,
-                    mail_from="bench@shop.example",
-                    size=len(raw),
-                    raw=raw,
-                    options={},
-                    received_at=now,
-                )
+            await conn.execute(
+                insert(recipients),
+                [
+                    {
+                        "tenant_id": tenant,
+                        "email": f"r{i}@example.com",
+                        "first_seen_at": now,
+                        "last_seen_at": now,
+                    }
+                    for i in range(count)
+                ],
             )
-            message = m.inserted_primary_key[0]  # type: ignore[index]
-            rows = [
+        rows: list[dict[str, object]] = []
+        for first in range(0, count, per_message):
+            async with db.write() as conn:
+                raw = body(size, first)
+                m = await conn.execute(
+                    insert(messages).values(
+                        tenant_id=tenant,
+                        mail_from="news@shop.example",
+                        size=len(raw),
+                        raw=raw,
+                        options={},
+                        received_at=now,
+                    )
+                )
+                message = m.inserted_primary_key[0]  # type: ignore[index]
+                urls = collect_links(raw, config)
+                await conn.execute(
+                    insert(links),
+                    [{"message_id": message, "position": i, "url": u} for i, u in enumerate(urls)],
+                )
+            rows.extend(
                 {
                     "message_id": message,
                     "tenant_id": tenant,
@@ -86,8 +123,9 @@ async def fill(url: str, count: int, size: int) -> None:
                     "created_at": now,
                     "updated_at": now,
                 }
-                for i in range(count)
-            ]
+                for i in range(first, min(first + per_message, count))
+            )
+        async with db.write() as conn:
             for start in range(0, count, 2000):
                 await conn.execute(insert(deliveries_table), rows[start : start + 2000])
     finally:
@@ -104,11 +142,20 @@ def start_sink(port: int) -> subprocess.Popen[bytes] | None:
     )
 
 
-async def drain_in_process(config: Config, count: int) -> None:
+async def drain_in_process(config: Config, profile: str) -> None:
     db = Database.from_config(config.database)
     try:
-        scheduler = Scheduler(config, db, build_transport(config))
-        await scheduler.run_until_idle()
+        scheduler = Scheduler(
+            config, db, build_transport(config), render=DeliveryRenderer(config, db)
+        )
+        if profile:
+            import cProfile
+
+            with cProfile.Profile() as prof:
+                await scheduler.run_until_idle()
+            prof.dump_stats(profile)
+        else:
+            await scheduler.run_until_idle()
         await scheduler.transport.close()
     finally:
         await db.dispose()
@@ -128,7 +175,9 @@ async def drain_processes(config_path: Path, url: str, count: int, processes: in
     db = Database.from_config(DatabaseConfig(url=url))
     try:
         while (await queue.state_counts(db)).get("delivered", 0) < count:  # noqa: ASYNC110
-            await asyncio.sleep(0.2)
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit("a delivery process exited early")
+            await asyncio.sleep(0.1)
     finally:
         await db.dispose()
         for p in procs:
@@ -137,46 +186,77 @@ async def drain_processes(config_path: Path, url: str, count: int, processes: in
             p.wait(timeout=60)
 
 
-def main() -> None:
-    from relay import log
+def write_config(tmp: Path, args: argparse.Namespace, url: str) -> Path:
+    """The TOML the benchmark runs with (in-process and `relay serve` alike)."""
+    dkim = ""
+    if args.dkim:
+        from relay.render.dkim import generate_key
 
-    log.setup(level="warning")  # one console line per delivery would dominate the timing
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+        algorithm = {"rsa": "rsa-sha256", "ed25519": "ed25519-sha256"}[args.dkim]
+        key, _txt = generate_key(algorithm)
+        (tmp / "dkim.key").write_bytes(key)
+        dkim = (
+            f'[[dkim.keys]]\ndomain = "shop.example"\nselector = "s1"\n'
+            f'key_file = "{tmp}/dkim.key"\nalgorithm = "{algorithm}"\n'
+        )
+    track = "true" if args.tracking else "false"
+    path = tmp / "relay.toml"
+    path.write_text(
+        f'data_dir = "{tmp}"\n[log]\nlevel = "{args.log_level}"\n'
+        f'[database]\nurl = "{url}"\n'
+        f'[http]\npublic_url = "https://t.shop.example"\n'
+        f'[tracking]\nopens = {track}\nclicks = {track}\nsecret = "bench-secret-0123456789"\n'
+        f'[bounce]\ndomain = "bounces.shop.example"\n'
+        f'[delivery]\nmode = "smarthost"\nworkers = {args.workers}\n'
+        f"batch_size = {args.batch_size}\n"
+        f'[[delivery.accounts]]\nname = "sink"\nhost = "127.0.0.1"\n'
+        f'port = {args.port}\ntls = "none"\n' + dkim
+    )
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--count", type=int, default=2000)
     ap.add_argument("--size", type=int, default=5000)
+    ap.add_argument("--per-message", type=int, default=100, help="recipients per message")
     ap.add_argument("--processes", type=int, default=0, help="0 = one scheduler in this process")
-    ap.add_argument("--workers", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=100)
+    ap.add_argument("--batch-size", type=int, default=200)
+    ap.add_argument("--no-tracking", dest="tracking", action="store_false")
+    ap.add_argument("--dkim", choices=["rsa", "ed25519"], default="")
+    ap.add_argument("--log-level", default="info", help="of the delivery processes")
+    ap.add_argument("--profile", default="", help="cProfile output file (in-process only)")
     ap.add_argument("--db", default="")
     ap.add_argument("--port", type=int, default=42525)
     args = ap.parse_args()
 
+    from relay import log
+
+    # In-process, log as the processes do but to /dev/null: the formatting cost is counted.
+    log.setup(level=args.log_level, fmt="json")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     url = args.db or f"sqlite+aiosqlite:///{tmp}/bench.db"
     sink = start_sink(args.port)
     if sink is None:
         sys.exit(f"{SMTP_SINK} not found: install postfix (it provides smtp-sink)")
+    stdout = sys.stdout
     try:
         time.sleep(0.3)
-        asyncio.run(fill(url, args.count, args.size))
-        account = AccountConfig(name="sink", host="127.0.0.1", port=args.port, tls="none")
-        delivery = DeliveryConfig(
-            mode="smarthost", accounts=[account], workers=args.workers, batch_size=200
-        )
-        config = Config(database=DatabaseConfig(url=url), delivery=delivery)
+        path = write_config(tmp, args, url)
+        config = config_module.load(str(path), env={})
+        asyncio.run(fill(url, args.count, args.size, args.per_message, config))
         started = time.monotonic()
         if args.processes:
-            path = tmp / "relay.toml"
-            path.write_text(
-                f'[database]\nurl = "{url}"\n'
-                f'[delivery]\nmode = "smarthost"\nworkers = {args.workers}\n'
-                f'[[delivery.accounts]]\nname = "sink"\nhost = "127.0.0.1"\n'
-                f'port = {args.port}\ntls = "none"\n'
-            )
             asyncio.run(drain_processes(path, url, args.count, args.processes))
         else:
-            asyncio.run(drain_in_process(config, args.count))
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the log lines go nowhere
+            log.setup(level=args.log_level, fmt="json")
+            asyncio.run(drain_in_process(config, args.profile))
         elapsed = time.monotonic() - started
     finally:
+        sys.stdout = stdout
         sink.terminate()
         sink.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
@@ -191,13 +271,16 @@ def main() -> None:
         "bench": "delivery",
         "count": args.count,
         "size": args.size,
+        "per_message": args.per_message,
         "processes": args.processes or 1,
+        "workers": args.workers,
         "database": url.split(":")[0],
         "seconds": round(elapsed, 2),
         "msgs_per_s": round(args.count / elapsed, 1),
         "peak_rss_mb": round(rss_mb, 1),
-        "tracking": False,
-        "dkim": False,
+        "tracking": args.tracking,
+        "dkim": args.dkim or False,
+        "load_1m": round(os.getloadavg()[0], 1),
     }
     print(json.dumps(result))
     out = REPO / "bench" / "results"

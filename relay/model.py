@@ -134,6 +134,8 @@ class Delivery:
     attempts: int
     created_at: datetime
     campaign_id: int | None = None
+    recipient_key: str = ""  # normalized, lowercased (suppressions, recipients)
+    first_attempt_at: datetime | None = None  # None until tried; max_age counts from it
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,11 +145,6 @@ class Classification:
     kind: BounceKind
     reason: str
     status: str = ""
-
-
-# Outcome.details key: not attempted, back to the queue after `retry_after_s` without
-# counting an attempt (a tenant's sending limit, a destination's rate, a busy pool).
-POSTPONED = "postponed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,3 +164,9 @@ class Outcome:
     duration_ms: int = 0
     retry_after_s: float | None = None
     details: dict[str, str] = field(default_factory=dict)
+
+
+# Outcome.details key: not attempted because of our own limit (a tenant's sending limit, a
+# destination's rate, every account at its daily limit); due again after `retry_after_s`,
+# no attempt counted, never fails by itself.
+WAIT_DETAIL = "wait"

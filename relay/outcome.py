@@ -2,27 +2,27 @@
 
 Input: (leased `Delivery`, `Outcome`) pairs from the scheduler, the `[delivery]` policy and
 the time. Output: per delivery the new state. Side effects, in ONE short write transaction
-per batch: the delivery row (state, attempts, next_attempt_at, last reply, lease cleared),
-a `delivery_attempts` row, recipient counters, a `recipient_events` row, and a hard-bounce
-suppression. A delivery whose lease this worker no longer holds is left alone.
+per batch (one statement per table, not per delivery): the delivery row (state, attempts,
+next_attempt_at, last reply, lease cleared), a `delivery_attempts` row, recipient counters,
+a `recipient_events` row, stats counters, webhooks and a hard-bounce suppression. A
+delivery whose lease this worker no longer holds is left alone. A wait on our own limit
+(`WAIT_DETAIL`) requeues without counting an attempt.
 """
 
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
-
-from sqlalchemy import update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, Any
 
 from relay import log, metrics
 from relay.bounce.classify import classify_reply
 from relay.config import DeliveryConfig
 from relay.model import (
-    POSTPONED,
+    WAIT_DETAIL,
     BounceKind,
     Classification,
     Delivery,
@@ -32,10 +32,13 @@ from relay.model import (
     SmtpReply,
     SuppressionReason,
 )
+from relay.store import deliveries as queue
 from relay.store import stats, suppressions, webhooks
 from relay.store.accounts import bump_usage, day_start
 from relay.store.db import Database
-from relay.store.tables import deliveries, delivery_attempts, recipient_events, recipients
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 logger = log.get(__name__)
 
@@ -86,6 +89,7 @@ class Decision:
     state: DeliveryState
     classification: Classification
     next_attempt_at: datetime | None = None
+    tried: bool = True  # False: suppressed or waiting on a limit; no attempt is counted
 
 
 def decide(
@@ -94,12 +98,20 @@ def decide(
     """The new state for a delivery after this outcome (pure)."""
     if SUPPRESSED_DETAIL in outcome.details:
         reason = outcome.details[SUPPRESSED_DETAIL]
-        return Decision(DeliveryState.SUPPRESSED, Classification(BounceKind.NOT_BOUNCE, reason))
-    if POSTPONED in outcome.details:  # a limit, not the remote side: no attempt counted
+        return Decision(
+            DeliveryState.SUPPRESSED, Classification(BounceKind.NOT_BOUNCE, reason), tried=False
+        )
+    if WAIT_DETAIL in outcome.details:
+        # Our own limit, not the recipient's trouble: back to the queue, never toward failure.
         state = DeliveryState.DEFERRED if delivery.attempts else DeliveryState.QUEUED
-        wait = timedelta(seconds=max(outcome.retry_after_s or 1.0, 0.0))
-        why = Classification(BounceKind.NOT_BOUNCE, outcome.details[POSTPONED])
-        return Decision(state, why, now + wait)
+        wait_s = outcome.retry_after_s if outcome.retry_after_s is not None else 60.0
+        reason = outcome.details[WAIT_DETAIL]
+        return Decision(
+            state,
+            Classification(BounceKind.NOT_BOUNCE, reason),
+            now + timedelta(seconds=wait_s),
+            tried=False,
+        )
     if outcome.delivered:
         return Decision(DeliveryState.DELIVERED, classify(outcome.reply))
     found = classify(outcome.reply)
@@ -112,7 +124,12 @@ def decide(
     if outcome.retry_after_s is not None:
         delay = max(delay, outcome.retry_after_s)
     next_at = now + timedelta(seconds=delay)
-    if next_at - delivery.created_at > timedelta(seconds=policy.max_age_s):
+    # Age counts from the first attempt: time spent scheduled or waiting on our own limits
+    # before it does not bring a delivery closer to failing.
+    first = delivery.first_attempt_at
+    if first is None:
+        first = delivery.created_at if delivery.attempts else now
+    if next_at - first > timedelta(seconds=policy.max_age_s):
         return Decision(DeliveryState.FAILED, Classification(found.kind, "expired", found.status))
     return Decision(DeliveryState.DEFERRED, found, next_at)
 
@@ -124,49 +141,12 @@ _EVENT = {
     DeliveryState.FAILED: EventType.FAILED,
     DeliveryState.SUPPRESSED: EventType.SUPPRESSED,
 }
+# Delivery state → recipients counter column.
 _COUNTER = {
-    DeliveryState.DELIVERED: recipients.c.delivered_count,
-    DeliveryState.DEFERRED: recipients.c.soft_bounce_count,
-    DeliveryState.BOUNCED: recipients.c.hard_bounce_count,
+    DeliveryState.DELIVERED: "delivered_count",
+    DeliveryState.DEFERRED: "soft_bounce_count",
+    DeliveryState.BOUNCED: "hard_bounce_count",
 }
-
-
-async def record_outcomes(
-    db: Database,
-    owner: str,
-    results: Sequence[tuple[Delivery, Outcome]],
-    policy: Policy,
-    now: datetime,
-    rng: random.Random,
-) -> list[DeliveryState | None]:
-    """Apply a batch of outcomes in one transaction; None where the lease was lost."""
-    states: list[DeliveryState | None] = []
-    async with db.write() as conn:
-        for delivery, outcome in results:
-            decision = decide(delivery, outcome, policy, now, rng)
-            applied = await _apply(conn, owner, delivery, outcome, decision, now)
-            states.append(decision.state if applied else None)
-    for (delivery, outcome), state in zip(results, states, strict=True):
-        metrics.delivery_outcome(str(state or "lease_lost"))
-        if state is not None and POSTPONED in outcome.details:
-            logger.debug("delivery.postponed", delivery_id=delivery.id, why=str(outcome.reply))
-        elif state is None:
-            logger.warning("delivery.lease_lost", delivery_id=delivery.id)
-        else:
-            logger.info(
-                f"delivery.{state}",
-                delivery_id=delivery.id,
-                message_id=delivery.message_id,
-                tenant_id=delivery.tenant_id,
-                domain=delivery.domain,
-                account=outcome.account,
-                mx=outcome.remote_host,
-                reply=str(outcome.reply),
-                attempt=delivery.attempts + 1,
-            )
-    return states
-
-
 # Delivery state → stats counter (relay.store.stats.METRICS) and the states webhooks hear of.
 _METRIC = {
     DeliveryState.DELIVERED: "delivered",
@@ -180,140 +160,185 @@ _WEBHOOK_STATES = frozenset(
 )
 
 
-async def _apply(
-    conn: AsyncConnection,
+async def record_outcomes(
+    db: Database,
     owner: str,
-    delivery: Delivery,
-    outcome: Outcome,
-    decision: Decision,
+    results: Sequence[tuple[Delivery, Outcome]],
+    policy: Policy,
     now: datetime,
-) -> bool:
-    state = decision.state
-    if POSTPONED in outcome.details:
-        return await _postpone(conn, owner, delivery, decision, now)
-    tried = state is not DeliveryState.SUPPRESSED
-    values: dict[str, Any] = {
-        "state": str(state),
-        "lease_owner": None,
-        "lease_expires_at": None,
-        "updated_at": now,
-    }
-    if tried:
+    rng: random.Random,
+) -> list[DeliveryState | None]:
+    """Apply a batch of outcomes in one transaction; None where the lease was lost."""
+    decided = [(d, o, decide(d, o, policy, now, rng)) for d, o in results]
+    async with db.write() as conn:
+        mine = await queue.owned(conn, owner, [d.id for d, _, _ in decided])
+        batch = _Batch(now)
+        for delivery, outcome, decision in decided:
+            if delivery.id in mine:
+                batch.add(delivery, outcome, decision)
+        await batch.write(conn)
+    states: list[DeliveryState | None] = []
+    for delivery, outcome, decision in decided:
+        metrics.delivery_outcome(_metric_label(decision) if delivery.id in mine else "lease_lost")
+        if delivery.id not in mine:
+            states.append(None)
+            logger.warning("delivery.lease_lost", delivery_id=delivery.id)
+            continue
+        states.append(decision.state)
+        if not decision.tried and decision.state is not DeliveryState.SUPPRESSED:
+            logger.debug(
+                "delivery.waiting",
+                delivery_id=delivery.id,
+                reason=decision.classification.reason,
+                until=str(decision.next_attempt_at),
+            )
+            continue
+        logger.info(
+            f"delivery.{decision.state}",
+            delivery_id=delivery.id,
+            message_id=delivery.message_id,
+            tenant_id=delivery.tenant_id,
+            domain=delivery.domain,
+            account=outcome.account,
+            mx=outcome.remote_host,
+            reply=str(outcome.reply),
+            attempt=delivery.attempts + int(decision.tried),
+        )
+    return states
+
+
+def _metric_label(decision: Decision) -> str:
+    if not decision.tried and decision.state is not DeliveryState.SUPPRESSED:
+        return "waiting"  # our own limit, not an attempt
+    return str(decision.state)
+
+
+class _Batch:
+    """The rows one batch of outcomes writes, collected so each table gets one statement."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self.updates: list[dict[str, Any]] = []
+        self.attempts: list[dict[str, Any]] = []
+        self.counters: list[tuple[str, int, str, datetime, bool]] = []
+        self.events: list[dict[str, Any]] = []
+        self.metrics: Counter[stats.CounterKey] = Counter()
+        self.usage: Counter[tuple[str, bool]] = Counter()
+        self.bounced: list[tuple[Delivery, Outcome]] = []
+        self.webhooks: list[tuple[int, str, dict[str, Any]]] = []
+
+    def add(self, delivery: Delivery, outcome: Outcome, decision: Decision) -> None:
+        now, state = self.now, decision.state
+        values: dict[str, Any] = {
+            "b_id": delivery.id,
+            "b_tried": int(decision.tried),
+            "state": str(state),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "updated_at": now,
+        }
+        if decision.next_attempt_at is not None:
+            values["next_attempt_at"] = decision.next_attempt_at
+        if state.is_final:
+            values["final_at"] = now
+        self.updates.append(values)
+        if not decision.tried:
+            if state is DeliveryState.SUPPRESSED:
+                self._event(delivery, outcome, decision)
+            return
         values.update(
-            attempts=deliveries.c.attempts + 1,
             last_reply_code=outcome.reply.code,
             last_reply=str(outcome.reply)[:2000],
             account=outcome.account or outcome.remote_host,
         )
-    if state is not DeliveryState.DELIVERED and tried:
-        values.update(
-            bounce_kind=str(decision.classification.kind),
-            bounce_reason=decision.classification.reason[:32],
-        )
-    if decision.next_attempt_at is not None:
-        values["next_attempt_at"] = decision.next_attempt_at
-    if state.is_final:
-        values["final_at"] = now
-    result = await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id == delivery.id, deliveries.c.lease_owner == owner)
-        .values(**values)
-    )
-    if result.rowcount != 1:
-        return False
-    key = delivery.recipient.lower()
-    if tried:
-        await conn.execute(
-            delivery_attempts.insert().values(
-                delivery_id=delivery.id,
-                started_at=now - timedelta(milliseconds=outcome.duration_ms),
-                duration_ms=outcome.duration_ms,
-                transport=outcome.transport,
-                account=outcome.account,
-                remote_host=outcome.remote_host,
-                reply_code=outcome.reply.code,
-                enhanced_status=outcome.reply.enhanced,
-                reply=str(outcome.reply)[:2000],
-                result=str(state),
-            )
-        )
-    counter = _COUNTER.get(state)
-    if counter is not None:
-        changes: dict[str, Any] = {counter.name: counter + 1, "last_seen_at": now}
         if state is not DeliveryState.DELIVERED:
-            changes["last_bounce_at"] = now
-        await conn.execute(
-            update(recipients)
-            .where(recipients.c.tenant_id == delivery.tenant_id, recipients.c.email == key)
-            .values(**changes)
-        )
-    if outcome.account and state in (DeliveryState.DELIVERED, DeliveryState.BOUNCED):
-        # Shared between nodes: daily limits, warm-up and the hard-bounce rate read these.
-        bounced = int(state is DeliveryState.BOUNCED)
-        await bump_usage(conn, f"account:{outcome.account}", "day", day_start(now), 1, bounced)
-    if state is DeliveryState.BOUNCED:
-        await suppressions.add(
-            conn,
-            delivery.tenant_id,
-            key,
-            str(SuppressionReason.HARD_BOUNCE),
-            source=f"delivery {delivery.id}: {outcome.reply}",
-        )
-    detail = {
-        "code": outcome.reply.code,
-        "enhanced": outcome.reply.enhanced,
-        "text": outcome.reply.text[:500],
-        "kind": str(decision.classification.kind),
-        "reason": decision.classification.reason,
-        "transport": outcome.transport,
-        "account": outcome.account,
-        "remote_host": outcome.remote_host,
-    }
-    await conn.execute(
-        recipient_events.insert().values(
-            tenant_id=delivery.tenant_id,
-            delivery_id=delivery.id,
-            message_id=delivery.message_id,
-            campaign_id=delivery.campaign_id,
-            recipient=key,
-            type=str(_EVENT[state]),
-            occurred_at=now,
-            detail=detail,
-        )
-    )
-    # Maintained counters for the stats API, and webhooks, in the same transaction.
-    metric = _METRIC.get(state)
-    if metric is not None:
-        await stats.bump(conn, delivery.tenant_id, delivery.campaign_id, metric, now)
-    if state in _WEBHOOK_STATES:
-        await webhooks.enqueue(
-            conn,
-            delivery.tenant_id,
-            str(state) if state is not DeliveryState.BOUNCED else "bounced",
+            values.update(
+                bounce_kind=str(decision.classification.kind),
+                bounce_reason=decision.classification.reason[:32],
+            )
+        self.attempts.append(
             {
+                "delivery_id": delivery.id,
+                "started_at": now - timedelta(milliseconds=outcome.duration_ms),
+                "duration_ms": outcome.duration_ms,
+                "transport": outcome.transport,
+                "account": outcome.account,
+                "remote_host": outcome.remote_host,
+                "reply_code": outcome.reply.code,
+                "enhanced_status": outcome.reply.enhanced,
+                "reply": str(outcome.reply)[:2000],
+                "result": str(state),
+            }
+        )
+        column = _COUNTER.get(state)
+        if column is not None:
+            bounce = state is not DeliveryState.DELIVERED
+            self.counters.append((column, delivery.tenant_id, _key(delivery), now, bounce))
+        if outcome.account and state in (DeliveryState.DELIVERED, DeliveryState.BOUNCED):
+            self.usage[(outcome.account, state is DeliveryState.BOUNCED)] += 1
+        if state is DeliveryState.BOUNCED:
+            self.bounced.append((delivery, outcome))
+        self._event(delivery, outcome, decision)
+
+    def _event(self, delivery: Delivery, outcome: Outcome, decision: Decision) -> None:
+        state = decision.state
+        detail = {
+            "code": outcome.reply.code,
+            "enhanced": outcome.reply.enhanced,
+            "text": outcome.reply.text[:500],
+            "kind": str(decision.classification.kind),
+            "reason": decision.classification.reason,
+            "transport": outcome.transport,
+            "account": outcome.account,
+            "remote_host": outcome.remote_host,
+        }
+        self.events.append(
+            {
+                "tenant_id": delivery.tenant_id,
+                "delivery_id": delivery.id,
+                "message_id": delivery.message_id,
+                "campaign_id": delivery.campaign_id,
+                "recipient": _key(delivery),
+                "type": str(_EVENT[state]),
+                "occurred_at": self.now,
+                "detail": detail,
+            }
+        )
+        metric = _METRIC.get(state)
+        if metric is not None:
+            self.metrics[(delivery.tenant_id, delivery.campaign_id, self.now, metric)] += 1
+        if state in _WEBHOOK_STATES:
+            payload = {
                 "delivery_id": delivery.id,
                 "message_id": delivery.message_id,
                 "recipient": delivery.recipient,
                 **detail,
-            },
-            at=now,
-        )
-    return True
+            }
+            kind = str(state) if state is not DeliveryState.BOUNCED else "bounced"
+            self.webhooks.append((delivery.tenant_id, kind, payload))
+
+    async def write(self, conn: AsyncConnection) -> None:
+        now = self.now
+        await queue.complete(conn, self.updates, self.attempts, self.counters, self.events)
+        # Shared between nodes: daily limits, warm-up and the hard-bounce rate read these.
+        accounts_ = sorted({a for a, _ in self.usage})
+        for account in accounts_:
+            sent = self.usage[(account, False)] + self.usage[(account, True)]
+            bounced = self.usage[(account, True)]
+            await bump_usage(conn, f"account:{account}", "day", day_start(now), sent, bounced)
+        for delivery, outcome in self.bounced:
+            await suppressions.add(
+                conn,
+                delivery.tenant_id,
+                _key(delivery),
+                str(SuppressionReason.HARD_BOUNCE),
+                source=f"delivery {delivery.id}: {outcome.reply}",
+            )
+        # Maintained counters for the stats API, and webhooks, in the same transaction.
+        await stats.bump_many(conn, self.metrics)
+        if self.webhooks:
+            await webhooks.enqueue_many(conn, self.webhooks, at=now)
 
 
-async def _postpone(
-    conn: AsyncConnection, owner: str, delivery: Delivery, decision: Decision, now: datetime
-) -> bool:
-    """Back to the queue untried: no attempt row, no event, attempts unchanged."""
-    result = await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id == delivery.id, deliveries.c.lease_owner == owner)
-        .values(
-            state=str(decision.state),
-            lease_owner=None,
-            lease_expires_at=None,
-            next_attempt_at=decision.next_attempt_at,
-            updated_at=now,
-        )
-    )
-    return bool(result.rowcount == 1)
+def _key(delivery: Delivery) -> str:
+    return delivery.recipient_key or delivery.recipient.lower()

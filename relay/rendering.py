@@ -1,7 +1,8 @@
 """The scheduler's bridge to render/: per-delivery rendering with the message's stored inputs.
 
 Input: a leased `Delivery` and its stored original. Loads the message's tracked links and
-tracking settings once (LRU by message id: every recipient of a message shares them), builds
+tracking settings once (LRU by message id: every recipient of a message shares them; one
+query per message even when its recipients are rendered concurrently), builds
 a `RenderJob` and renders it, in a thread when DKIM signing makes it CPU-heavy. Output: the
 envelope sender (VERP) and the exact bytes for DATA.
 """
@@ -26,19 +27,42 @@ class DeliveryRenderer:
         self.db = db
         self.renderer = renderer or Renderer.from_config(config)
         self.in_thread = bool(config.dkim.keys)
-        self._inputs: OrderedDict[int, RenderInputs] = OrderedDict()
+        # Tasks, so concurrent renders of one message share a single load; a caller being
+        # cancelled does not cancel the load others wait on.
+        self._inputs: OrderedDict[int, asyncio.Future[RenderInputs]] = OrderedDict()
+
+    def prime(self, found: dict[int, RenderInputs]) -> None:
+        """Cache inputs the scheduler loaded for a whole batch (no query per message)."""
+        loop = asyncio.get_running_loop()
+        for message_id, inputs in found.items():
+            if message_id in self._inputs:
+                continue
+            done: asyncio.Future[RenderInputs] = loop.create_future()
+            done.set_result(inputs)
+            self._inputs[message_id] = done
+            if len(self._inputs) > CACHE_SIZE:
+                self._inputs.popitem(last=False)
 
     async def _inputs_for(self, message_id: int) -> RenderInputs:
         found = self._inputs.get(message_id)
         if found is not None:
             self._inputs.move_to_end(message_id)
-            return found
-        async with self.db.read() as conn:
-            found = await render_inputs(conn, message_id)
-        self._inputs[message_id] = found
-        if len(self._inputs) > CACHE_SIZE:
-            self._inputs.popitem(last=False)
-        return found
+            if found.done():
+                return found.result()
+        else:
+            found = asyncio.ensure_future(self._load(message_id))
+            self._inputs[message_id] = found
+            if len(self._inputs) > CACHE_SIZE:
+                self._inputs.popitem(last=False)
+        return await asyncio.shield(found)
+
+    async def _load(self, message_id: int) -> RenderInputs:
+        try:
+            async with self.db.read() as conn:
+                return await render_inputs(conn, message_id)
+        except BaseException:
+            self._inputs.pop(message_id, None)  # not cached: the next render tries again
+            raise
 
     async def __call__(self, delivery: Delivery, raw: bytes) -> tuple[str, bytes]:
         inputs = await self._inputs_for(delivery.message_id)

@@ -2,10 +2,12 @@
 
 Input: config, database, a `stopping` event. Output: none; deliveries move to final states.
 A bounded active window (`delivery.workers` attempts in flight, Postfix qmgr style) is
-refilled in batches of leased deliveries; each is checked against the suppression list,
-rendered, handed to the transport, and its `Outcome` queued for a batched write through
-`relay.outcome.record_outcomes` (no transaction spans network I/O). Expired leases of dead
-workers are recovered periodically. On stop: no new leases, drain, release the rest.
+refilled in batches of leased deliveries (their messages loaded once per batch); right
+before sending, each is checked against the in-memory suppression cache, then rendered,
+handed to the transport, and its `Outcome` queued for a batched write through
+`relay.outcome.record_outcomes` (no transaction spans network I/O). Leases still being
+worked are renewed before they run out; expired leases of dead workers are recovered
+periodically. On stop: no new leases, drain, release the rest.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from relay.rendering import DeliveryRenderer
 from relay.store import accounts
 from relay.store import deliveries as queue
 from relay.store.db import Database, utcnow
-from relay.store.suppressions import suppressed_among
+from relay.store.suppressions import SuppressionCache
 
 logger = log.get(__name__)
 
@@ -114,6 +116,8 @@ class Scheduler:
         self._have_results = asyncio.Event()
         self._raw: dict[int, bytes] = {}
         self._open: set[int] = set()
+        self._lease_until: dict[int, datetime] = {}  # leased by us, outcome not yet written
+        self.suppressions = SuppressionCache()
         self._writer_done = asyncio.Event()  # leased by us, outcome not yet written
 
     async def sync_accounts(self) -> None:
@@ -145,45 +149,56 @@ class Scheduler:
         room = min(self.workers - len(self.in_flight), self.config.delivery.batch_size)
         if room <= 0:
             return 0
-        leased = await queue.lease_due(
-            self.db, self.owner, room, self.clock(), self.config.delivery.lease_time
-        )
+        now = self.clock()
+        lease_time_s = self.config.delivery.lease_time
+        leased = await queue.lease_due(self.db, self.owner, room, now, lease_time_s)
         if not leased:
             return 0
-        missing = {d.message_id for d in leased} - self._raw.keys()
-        self._raw.update(await queue.load_raw(self.db, missing))
+        until = now + timedelta(seconds=lease_time_s)
         self._open.update(d.id for d in leased)
+        self._lease_until.update((d.id, until) for d in leased)
+        missing = {d.message_id for d in leased} - self._raw.keys()
+        stored = await queue.load_messages(self.db, missing)
+        self._raw.update((i, m.raw) for i, m in stored.items())
+        prime = getattr(self.render, "prime", None)
+        if prime is not None:
+            prime({i: m.inputs for i, m in stored.items()})
         if self.limits.enabled:  # over a tenant's limit: back to the queue, no attempt
             leased, waiting = await self.limits.admit(leased, self.clock())
             self._results.extend(waiting)
             self._have_results.set()
-        blocked = await self._suppressed(leased)
         for delivery in leased:
-            task = asyncio.create_task(self._attempt(delivery, blocked.get(delivery.id)))
+            task = asyncio.create_task(self._attempt(delivery))
             self.in_flight[delivery.id] = task
             task.add_done_callback(lambda _t, i=delivery.id: self.in_flight.pop(i, None))
         return len(leased)
 
-    async def _suppressed(self, leased: list[Delivery]) -> dict[int, str]:
-        by_tenant: dict[int, list[Delivery]] = {}
-        for d in leased:
-            by_tenant.setdefault(d.tenant_id, []).append(d)
-        blocked: dict[int, str] = {}
+    async def refresh_suppressions(self) -> None:
         async with self.db.read() as conn:
-            for tenant_id, group in by_tenant.items():
-                found = await suppressed_among(
-                    conn, tenant_id, [d.recipient.lower() for d in group], self.clock()
-                )
-                blocked.update(
-                    {
-                        d.id: found[d.recipient.lower()]
-                        for d in group
-                        if d.recipient.lower() in found
-                    }
-                )
-        return blocked
+            await self.suppressions.refresh(conn)
 
-    async def _attempt(self, delivery: Delivery, suppressed: str | None) -> None:
+    async def renew_leases(self) -> int:
+        """Extend our leases that would run out within half a lease time (long batches,
+        slow servers); a lease another worker already recovered is dropped from our books."""
+        now = self.clock()
+        lease_time_s = self.config.delivery.lease_time
+        soon = now + timedelta(seconds=lease_time_s / 2)
+        due = [i for i, until in self._lease_until.items() if until <= soon]
+        if not due:
+            return 0
+        held = await queue.renew(self.db, self.owner, due, now, lease_time_s)
+        until = now + timedelta(seconds=lease_time_s)
+        for i in due:
+            if i in held:
+                self._lease_until[i] = until
+            else:
+                self._lease_until.pop(i, None)
+                logger.warning("delivery.lease_lost", delivery_id=i)
+        return len(held)
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        key = delivery.recipient_key or delivery.recipient.lower()
+        suppressed = self.suppressions.reason_for(delivery.tenant_id, key, self.clock())
         if suppressed is not None:
             reply = SmtpReply(550, f"recipient is suppressed ({suppressed})", "5.7.1")
             outcome = Outcome(
@@ -211,7 +226,9 @@ class Scheduler:
             self._results[:0] = batch
             self._have_results.set()
             raise
-        self._open.difference_update(d.id for d, _ in batch)
+        for d, _ in batch:
+            self._open.discard(d.id)
+            self._lease_until.pop(d.id, None)
         if not self.in_flight:
             self._raw.clear()  # nothing is using the cached originals any more
         return len(batch)
@@ -231,6 +248,9 @@ class Scheduler:
         writer = asyncio.create_task(self._write_loop())
         recovery_every_s = min(max(self.config.delivery.lease_time / 4, 1.0), 5.0)
         last_recovery = -recovery_every_s
+        refresh_every_s = self.config.bounce.suppression_refresh
+        await self.refresh_suppressions()
+        last_refresh = asyncio.get_running_loop().time()
         loop = asyncio.get_running_loop()
         stop_wait = asyncio.create_task(stopping.wait())
         try:
@@ -238,9 +258,13 @@ class Scheduler:
                 if loop.time() - last_recovery >= recovery_every_s:
                     last_recovery = loop.time()
                     await self.sync_accounts()
+                    await self.renew_leases()  # before recovery: ours are not expired
                     recovered = await queue.recover_expired(self.db, self.clock())
                     if recovered:
                         logger.info("delivery.leases_recovered", count=recovered)
+                if loop.time() - last_refresh >= refresh_every_s:
+                    last_refresh = loop.time()
+                    await self.refresh_suppressions()
                 started = await self.fill() if self._room() else 0
                 if started and len(self.in_flight) < self.workers:
                     continue
@@ -261,6 +285,7 @@ class Scheduler:
             if self._open:  # leased, never attempted or cut short: back to the queue
                 await queue.release(self.db, self.owner, sorted(self._open), self.clock())
                 self._open.clear()
+                self._lease_until.clear()
             if not until_idle:
                 await self.transport.close()
 

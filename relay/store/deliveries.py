@@ -4,19 +4,34 @@ Input: a `Database`, a worker name (lease owner) and the time. Output: leased `D
 values (state `sending`, lease_owner/lease_expires_at set) and the raw messages they need.
 MySQL/MariaDB claim with `SELECT … FOR UPDATE SKIP LOCKED`; SQLite's write transaction is
 BEGIN IMMEDIATE, so only one claimer runs at a time. A delivery is never leased twice.
+Leases still being worked are extended (`renew`); `complete` writes a batch of finished
+attempts with one statement per table (executemany), in the caller's transaction.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import DUE_STATES, CampaignState, Delivery, DeliveryState
 from relay.store.db import Database
-from relay.store.tables import campaigns, deliveries, messages
+from relay.store.messages import RenderInputs
+from relay.store.tables import (
+    campaigns,
+    deliveries,
+    delivery_attempts,
+    links,
+    messages,
+    recipient_events,
+    recipients,
+    tenants,
+)
 
 _DUE = sorted(str(s) for s in DUE_STATES)
 # Unfinished deliveries go back to `deferred` if they were tried before, else `queued`.
@@ -64,6 +79,7 @@ async def lease_due(
                 deliveries.c.tenant_id,
                 deliveries.c.campaign_id,
                 deliveries.c.recipient,
+                deliveries.c.recipient_key,
                 deliveries.c.domain,
                 deliveries.c.attempts,
                 deliveries.c.created_at,
@@ -73,6 +89,17 @@ async def lease_due(
             .where(deliveries.c.id.in_(ids))
             .order_by(deliveries.c.id)
         )
+        rows = rows.all()
+        # Retries: when the first attempt was (max_age counts from there, not from waiting).
+        tried = [r.id for r in rows if r.attempts > 0]
+        first: dict[int, datetime] = {}
+        if tried:
+            found = await conn.execute(
+                select(delivery_attempts.c.delivery_id, func.min(delivery_attempts.c.started_at))
+                .where(delivery_attempts.c.delivery_id.in_(tried))
+                .group_by(delivery_attempts.c.delivery_id)
+            )
+            first = {int(i): at for i, at in found}
         return [
             Delivery(
                 id=r.id,
@@ -84,29 +111,149 @@ async def lease_due(
                 attempts=r.attempts,
                 created_at=r.created_at,
                 campaign_id=r.campaign_id,
+                recipient_key=r.recipient_key,
+                first_attempt_at=first.get(r.id),
             )
             for r in rows
         ]
 
 
+async def renew(
+    db: Database, owner: str, ids: Sequence[int], now: datetime, lease_time_s: float
+) -> set[int]:
+    """Extend `owner`'s leases on these deliveries to now + lease_time_s; returns the ids
+    still held (a lease already recovered by another worker is not taken back)."""
+    if not ids:
+        return set()
+    wanted = sorted(ids)
+    async with db.write() as conn:
+        await conn.execute(
+            update(deliveries)
+            .where(
+                deliveries.c.id.in_(wanted),
+                deliveries.c.lease_owner == owner,
+                deliveries.c.state == str(DeliveryState.SENDING),
+            )
+            .values(lease_expires_at=now + timedelta(seconds=lease_time_s))
+        )
+        return await owned(conn, owner, wanted)
+
+
+async def owned(conn: AsyncConnection, owner: str, ids: Iterable[int]) -> set[int]:
+    """Of these deliveries, those `owner` still holds the lease on (locked on MySQL until
+    the caller's transaction ends, so nobody recovers them in between)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return set()
+    query = select(deliveries.c.id).where(
+        deliveries.c.id.in_(wanted), deliveries.c.lease_owner == owner
+    )
+    if conn.dialect.name != "sqlite":
+        query = query.with_for_update()
+    return {int(r.id) for r in await conn.execute(query)}
+
+
+async def complete(
+    conn: AsyncConnection,
+    updates: Sequence[dict[str, Any]],
+    attempts: Sequence[dict[str, Any]],
+    counters: Sequence[tuple[str, int, str, datetime, bool]],
+    events: Sequence[dict[str, Any]],
+) -> None:
+    """Write finished attempts in the caller's transaction, one executemany per shape.
+
+    `updates`: deliveries columns plus `b_id` (the row) and `b_tried` (1 adds an attempt);
+    `attempts`/`events`: delivery_attempts / recipient_events rows; `counters`: (recipients
+    column, tenant_id, address key, time, is_bounce) to bump by one.
+    """
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in sorted(updates, key=lambda r: r["b_id"]):  # one lock order across workers
+        shapes.setdefault(tuple(sorted(row)), []).append(row)
+    for keys, group in shapes.items():
+        columns = {k: bindparam(k) for k in keys if not k.startswith("b_")}
+        stmt = (
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("b_id"))
+            .values(attempts=deliveries.c.attempts + bindparam("b_tried"), **columns)
+        )
+        await conn.execute(stmt, group)
+    if attempts:
+        await conn.execute(delivery_attempts.insert(), list(attempts))
+    by_column: dict[tuple[str, bool], list[dict[str, Any]]] = {}
+    for column, tenant_id, key, at, bounce in sorted(counters, key=lambda c: (c[1], c[2])):
+        by_column.setdefault((column, bounce), []).append(
+            {"b_tenant": tenant_id, "b_email": key, "b_at": at}
+        )
+    for (column, bounce), group in by_column.items():
+        col = recipients.c[column]
+        changes: dict[str, Any] = {column: col + 1, "last_seen_at": bindparam("b_at")}
+        if bounce:
+            changes["last_bounce_at"] = bindparam("b_at")
+        stmt = (
+            update(recipients)
+            .where(
+                recipients.c.tenant_id == bindparam("b_tenant"),
+                recipients.c.email == bindparam("b_email"),
+            )
+            .values(**changes)
+        )
+        await conn.execute(stmt, group)
+    if events:
+        await conn.execute(recipient_events.insert(), list(events))
+
+
 async def load_raw(db: Database, message_ids: Iterable[int]) -> dict[int, bytes]:
     """The stored originals of these messages (zlib-encoded ones are inflated)."""
-    import zlib
+    return {i: m.raw for i, m in (await load_messages(db, message_ids)).items()}
 
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    raw: bytes  # the stored original, inflated
+    inputs: RenderInputs  # tracked links and tracking settings for rendering
+
+
+async def load_messages(db: Database, message_ids: Iterable[int]) -> dict[int, StoredMessage]:
+    """What the scheduler needs of these messages, in one read (two queries)."""
     wanted = sorted(set(message_ids))
     if not wanted:
         return {}
     async with db.read() as conn:
-        rows = await conn.execute(
-            select(messages.c.id, messages.c.raw, messages.c.raw_encoding).where(
-                messages.c.id.in_(wanted)
+        rows = (
+            await conn.execute(
+                select(
+                    messages.c.id,
+                    messages.c.raw,
+                    messages.c.raw_encoding,
+                    messages.c.options,
+                    tenants.c.settings.label("tenant_settings"),
+                    campaigns.c.settings.label("campaign_settings"),
+                )
+                .join(tenants, tenants.c.id == messages.c.tenant_id)
+                .outerjoin(campaigns, campaigns.c.id == messages.c.campaign_id)
+                .where(messages.c.id.in_(wanted))
             )
+        ).all()
+        found_links: dict[int, dict[str, int]] = {i: {} for i in wanted}
+        for r in await conn.execute(
+            select(links.c.message_id, links.c.url, links.c.id).where(
+                links.c.message_id.in_(wanted)
+            )
+        ):
+            found_links[r.message_id][r.url] = int(r.id)
+    found: dict[int, StoredMessage] = {}
+    for r in rows:
+        raw = bytes(r.raw or b"")
+        inputs = RenderInputs(
+            found_links[r.id],
+            dict(r.tenant_settings or {}),
+            dict(r.campaign_settings or {}),
+            dict(r.options or {}),
         )
-        found: dict[int, bytes] = {}
-        for r in rows:
-            raw = bytes(r.raw or b"")
-            found[r.id] = zlib.decompress(raw) if r.raw_encoding == "zlib" else raw
-        return found
+        found[r.id] = StoredMessage(
+            zlib.decompress(raw) if r.raw_encoding == "zlib" else raw, inputs
+        )
+    return found
 
 
 async def release(db: Database, owner: str, ids: Sequence[int], now: datetime) -> int:
