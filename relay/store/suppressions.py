@@ -202,7 +202,7 @@ class SuppressionCache:
 
     Sync across processes: every refresh reads the two change counters (one tiny query). If
     nothing moved, that is all. If only additions happened, it fetches the rows created or
-    refreshed since its high-water mark (minus `OVERLAP_S`, for transactions that commit late
+    refreshed since its previous read (minus `OVERLAP_S`, for transactions that commit late
     and clocks that differ between nodes). A removal or prune moves `REMOVED_COUNTER` and makes
     the next refresh reload the whole list. Expired rows are ignored at lookup time.
     """
@@ -245,6 +245,7 @@ class SuppressionCache:
             ).all()
         )
         version, removed = int(counters.get(COUNTER, 0)), int(counters.get(REMOVED_COUNTER, 0))
+        started = utcnow()
         if version == self.version and removed == self._removed:
             return False
         query = select(
@@ -263,13 +264,12 @@ class SuppressionCache:
         else:
             fresh = self._rows
             since = self._high_water - timedelta(seconds=self.OVERLAP_S)  # type: ignore[operator]
-            query = query.where(suppressions.c.created_at >= since)
-        high = self._high_water
+            query = query.where(suppressions.c.created_at >= since)  # no index: one scan
         for r in await conn.execute(query):
             fresh[(r.scope, r.email)] = (r.reason, r.expires_at)
-            if high is None or r.created_at > high:
-                high = r.created_at
-        self._rows, self._high_water = fresh, high or utcnow()
+        # Everything committed before this read is in it; a later commit carries a created_at
+        # of about now or later, give or take OVERLAP_S (slow transactions, other nodes' clocks).
+        self._rows, self._high_water = fresh, started
         self.version, self._removed = version, removed
         self.reloads += int(full)
         return True
