@@ -56,8 +56,11 @@ def _fields(part: Message) -> dict[str, str]:
     out: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip():
-            out.setdefault(key.strip().lower(), value.strip())
+        name = key.strip().lower()
+        if sep and name == "original-rcpt-to" and name in out:
+            out[name] += ", " + value.strip()  # RFC 5965: one field per recipient
+        elif sep and name:
+            out.setdefault(name, value.strip())
     return out
 
 

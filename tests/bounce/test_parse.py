@@ -125,7 +125,9 @@ def test_arf_is_a_complaint() -> None:
 
 def test_arf_multiple_recipients() -> None:
     report = parse(_read("arf-17.eml"))
-    assert report.kind == BounceKind.COMPLAINT and report.results
+    assert report.kind == BounceKind.COMPLAINT
+    # One Original-Rcpt-To field per recipient (RFC 5965): every one is a complainant.
+    assert [r.recipient for r in report.results] == ["kijitora@example.com", "sabatora@example.net"]
 
 
 @pytest.mark.parametrize("name", ["rfc3834-01.eml", "rfc3834-02.eml"])
