@@ -37,7 +37,7 @@ def _connect(config: BounceMailboxConfig) -> imaplib.IMAP4:
     imap: imaplib.IMAP4 | None = None
     try:
         if config.tls == "ssl":
-            imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+            imap = imaplib.IMAP4_SSL(
                 config.host,
                 config.port,
                 ssl_context=ssl.create_default_context(),
@@ -47,11 +47,12 @@ def _connect(config: BounceMailboxConfig) -> imaplib.IMAP4:
             imap = imaplib.IMAP4(config.host, config.port, timeout=config.timeout)
             if config.tls == "starttls":
                 imap.starttls(ssl.create_default_context())
-        imap.login(config.user, password)
-        typ, _ = imap.select(_quote(config.folder))
+        connected: imaplib.IMAP4 = imap
+        connected.login(config.user, password)
+        typ, _ = connected.select(_quote(config.folder))
         if typ != "OK":
             raise MailboxError(f"bounce_mailbox.folder: cannot open {config.folder!r}")
-        return imap
+        return connected
     except (OSError, imaplib.IMAP4.error, MailboxError) as e:
         if imap is not None:
             imap.shutdown()

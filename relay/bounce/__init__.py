@@ -102,7 +102,7 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # flufl's detectors are heuristics over arbitrary input
-        temporary, permanent = set(), set()
+        temporary, permanent = frozenset(), frozenset()
     found = [(_addr(a), "failed") for a in permanent] + [(_addr(a), "delayed") for a in temporary]
     found = [(a, act) for a, act in found if a]
     own = _own_parties(msg)
