@@ -16,13 +16,14 @@ import aiosmtplib
 from sqlalchemy import select
 
 from relay import config as config_module
-from relay.ingress import server
+from relay.ingress import replies, server
 from relay.rendering import DeliveryRenderer
 from relay.scheduler import Scheduler
 from relay.store import suppressions, tenants
 from relay.store.db import Database
 from relay.store.tables import deliveries, inbound_reports
 from relay.transport.pool import SmarthostPool
+from tests.ingress.conftest import start_ingress
 from tests.peers import RecordingServer, free_port
 
 
@@ -125,3 +126,22 @@ async def test_dsn_over_smtp_bounces_and_suppresses(db: Database, tmp_path: Path
         ("gone@example.net", "suppressed", None),
         ("gone@example.net", "suppressed", None),
     ]
+
+
+async def test_null_sender_only_for_the_bounce_domain(db: Database) -> None:
+    running, servers = await start_ingress(db)
+    try:
+        remote = aiosmtplib.SMTP(
+            hostname="127.0.0.1", port=running.port, timeout=10, start_tls=False
+        )
+        await remote.connect()
+        await remote.ehlo()
+        code, _ = await remote.execute_command(b"MAIL", b"FROM:<>")
+        assert code == 250
+        code, text = await remote.execute_command(b"RCPT", b"TO:<victim@example.org>")
+        assert f"{code} {text}" == replies.AUTH_REQUIRED  # never an open relay
+        code, _ = await remote.execute_command(b"RCPT", b"TO:<bounces+x@bounces.relay.test>")
+        assert code == 250
+        await remote.quit()
+    finally:
+        await server.stop(running.shared, servers, drain_s=1)
