@@ -7,12 +7,13 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from relay.config import BounceConfig
-from relay.inbound import process, verp_token
+from relay.inbound import process, replay, verp_token
 from relay.render.tokens import Keyring, TokenData, TokenKind
-from relay.store import suppressions, webhooks
+from relay.store import reports, suppressions, webhooks
 from relay.store.db import Database, utcnow
 from relay.store.tables import (
     deliveries,
+    inbound_reports,
     recipient_events,
     recipients,
     stat_counters,
@@ -219,3 +220,20 @@ async def test_reports_raise_webhook_events_and_stats(db: Database) -> None:
     assert by_type["failed"]["data"]["reason"] == "mailboxfull"
     assert counts == {"bounced_hard": 1, "complained": 1, "bounced_soft": 1}
     assert final_at is not None
+
+
+async def test_replay_finishes_what_a_failure_left(db: Database) -> None:
+    # A report stored before the 250 whose processing never ran (e.g. the database went away).
+    tenant, did = await _delivery(db, "gone@example.net")
+    async with db.write() as conn:
+        report_id = await reports.store_inbound(
+            conn, verp(did), "", dsn("gone@example.net", "5.1.1", "550 5.1.1 unknown")
+        )
+    (done,) = await replay(db, KEYRING, CONFIG)
+    assert done[0] == report_id and done[1] is not None
+    assert [a.delivery_id for a in done[1].applied] == [did]
+    assert await _state(db, did) == ("bounced", "hard", "userunknown")
+    assert await replay(db, KEYRING, CONFIG) == []  # processed: not again
+    async with db.read() as conn:
+        row = (await conn.execute(select(inbound_reports))).mappings().one()
+    assert (row["matched"], row["kind"]) == (True, "hard")

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from relay.model import BounceKind, DeliveryState, EventType, SuppressionReason
 from relay.store import stats, suppressions, webhooks
 from relay.store.db import utcnow
-from relay.store.tables import deliveries, messages, recipient_events, recipients
+from relay.store.tables import deliveries, inbound_reports, messages, recipient_events, recipients
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,3 +243,54 @@ async def _suppress(
         f"report:delivery:{d.id}",
         suppressions.expiry(ttl_s.get(str(reason), 0.0), now),
     )
+
+
+async def store_inbound(
+    conn: AsyncConnection, rcpt: str, mail_from: str, raw: bytes, now: datetime | None = None
+) -> int:
+    """Keep a message sent to the bounce domain, before it is processed; returns its id."""
+    result = await conn.execute(
+        inbound_reports.insert().values(
+            received_at=now or utcnow(),
+            rcpt=rcpt[:320],
+            mail_from=mail_from[:320],
+            matched=False,
+            raw=raw,
+        )  # fmt: skip
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+async def mark_inbound(
+    conn: AsyncConnection, report_id: int, matched: bool, kind: str, detail: dict[str, Any]
+) -> None:
+    """Record that a stored report was processed (its `kind` is no longer NULL)."""
+    await conn.execute(
+        inbound_reports.update()
+        .where(inbound_reports.c.id == report_id)
+        .values(matched=matched, kind=kind[:16], detail=detail)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    id: int
+    rcpt: str
+    mail_from: str
+    raw: bytes
+
+
+async def unprocessed_inbound(
+    conn: AsyncConnection, limit: int = 100, report_id: int | None = None
+) -> list[StoredReport]:
+    """Stored reports whose processing never finished (kind NULL), oldest first; or one by id."""
+    query = select(
+        inbound_reports.c.id, inbound_reports.c.rcpt, inbound_reports.c.mail_from,
+        inbound_reports.c.raw,
+    )  # fmt: skip
+    if report_id is not None:
+        query = query.where(inbound_reports.c.id == report_id)
+    else:
+        query = query.where(inbound_reports.c.kind.is_(None))
+    rows = await conn.execute(query.order_by(inbound_reports.c.id).limit(limit))
+    return [StoredReport(r.id, r.rcpt, r.mail_from, bytes(r.raw or b"")) for r in rows]
