@@ -1,10 +1,11 @@
 """Polls an IMAP mailbox for bounces, for operators whose bounces land in a mailbox.
 
 Input: `[bounce_mailbox]` (host, port, tls, user, password, folder, move_to). Each poll
-fetches the unseen messages, hands each raw message to `handle` (normally
-`relay.inbound.process`), then moves it to `move_to` or marks it seen; a message whose
-handling fails stays unseen for the next poll. imaplib is blocking, so it runs in a thread
-with a socket timeout. Never logs the password or message bodies.
+fetches the unseen messages, hands each raw message to `handle` (in `relay serve`, the
+`bounce_mailbox` role that runs with `smtp`: `relay.inbound.receive`), then moves it to
+`move_to` or marks it seen; a message whose handling fails stays unseen for the next poll.
+imaplib is blocking, so it runs in a thread with a socket timeout. Never logs the password
+or message bodies.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from typing import Any
 
 import structlog
 
-from relay.config import BounceMailboxConfig, read_secret
+from relay import inbound
+from relay.config import BounceMailboxConfig, Config, read_secret
 from relay.errors import RelayError
+from relay.render.tokens import load_keyring
+from relay.store.db import Database
 
 log = structlog.get_logger(__name__)
 Handler = Callable[[bytes], Awaitable[Any]]
@@ -33,7 +37,7 @@ def _connect(config: BounceMailboxConfig) -> imaplib.IMAP4:
     imap: imaplib.IMAP4 | None = None
     try:
         if config.tls == "ssl":
-            imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+            imap = imaplib.IMAP4_SSL(
                 config.host,
                 config.port,
                 ssl_context=ssl.create_default_context(),
@@ -43,11 +47,12 @@ def _connect(config: BounceMailboxConfig) -> imaplib.IMAP4:
             imap = imaplib.IMAP4(config.host, config.port, timeout=config.timeout)
             if config.tls == "starttls":
                 imap.starttls(ssl.create_default_context())
-        imap.login(config.user, password)
-        typ, _ = imap.select(_quote(config.folder))
+        connected: imaplib.IMAP4 = imap
+        connected.login(config.user, password)
+        typ, _ = connected.select(_quote(config.folder))
         if typ != "OK":
             raise MailboxError(f"bounce_mailbox.folder: cannot open {config.folder!r}")
-        return imap
+        return connected
     except (OSError, imaplib.IMAP4.error, MailboxError) as e:
         if imap is not None:
             imap.shutdown()
@@ -120,7 +125,21 @@ async def run(config: BounceMailboxConfig, handle: Handler, stopping: asyncio.Ev
             await poll_once(config, handle)
         except MailboxError as e:
             log.warning("bounce_mailbox.unavailable", error=str(e))
+        except Exception as e:  # noqa: BLE001 - never let one bad poll end `relay serve`
+            log.error("bounce_mailbox.poll_failed", error=f"{type(e).__name__}: {e}")
         try:
             await asyncio.wait_for(stopping.wait(), timeout=config.interval)
         except TimeoutError:
             pass
+
+
+async def serve(config: Config, db: Database, stopping: asyncio.Event) -> None:
+    """The poller as a `relay serve` role: each message goes through `relay.inbound.receive`
+    (stored in inbound_reports, then matched and applied), as if it had come over SMTP."""
+    keyring = load_keyring(config)
+    log.info("bounce_mailbox.polling", host=config.bounce_mailbox.host)
+
+    async def handle(raw: bytes) -> None:
+        await inbound.receive(db, keyring, config.bounce, "", (), raw)
+
+    await run(config.bounce_mailbox, handle, stopping)

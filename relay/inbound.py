@@ -1,9 +1,9 @@
 """Processing of mail to the VERP bounce domain: DSNs, complaints and auto-replies.
 
 Input: the raw message and its envelope recipients (from ingress or the IMAP poller).
-`receive` (ingress) first stores the message in `inbound_reports`, durably, before the
-250, then processes it and marks the row matched; if processing fails the row stays
-unmatched for an operator to see: nothing sent to the bounce domain is ever dropped.
+`receive` (ingress, IMAP poller) first stores the message in `inbound_reports`, durably,
+before the 250, then processes it and marks the row processed; if processing fails the row
+stays unprocessed for `replay` (`relay bounces replay`): nothing is ever dropped.
 Parses it (`relay.bounce.parse`, in a thread), matches each result to a delivery by the
 VERP token, else by Original-/Final-Recipient plus the original Message-ID, then applies
 it (`relay.store.reports.apply_report`). Output: an `InboundResult` listing what matched
@@ -25,8 +25,7 @@ from relay.config import BounceConfig
 from relay.model import BounceKind, SuppressionReason
 from relay.render.tokens import InvalidToken, Keyring, TokenKind
 from relay.store import reports
-from relay.store.db import Database, utcnow
-from relay.store.tables import inbound_reports
+from relay.store.db import Database
 
 log = structlog.get_logger(__name__)
 
@@ -164,19 +163,44 @@ async def receive(
 ) -> InboundResult | None:
     """Store mail to the bounce domain durably, then process it (see the module docstring)."""
     async with db.write() as conn:
-        result = await conn.execute(
-            inbound_reports.insert().values(
-                received_at=utcnow(),
-                rcpt=(rcpt_tos[0] if rcpt_tos else "")[:320],
-                mail_from=mail_from[:320],
-                matched=False,
-                raw=raw,
-            )
+        report_id = await reports.store_inbound(
+            conn, rcpt_tos[0] if rcpt_tos else "", mail_from, raw
         )
-        report_id = int(result.inserted_primary_key[0])  # type: ignore[index]
+    return await _process_stored(db, keyring, config, report_id, raw, rcpt_tos)
+
+
+async def replay(
+    db: Database,
+    keyring: Keyring,
+    config: BounceConfig,
+    limit: int = 100,
+    report_id: int | None = None,
+) -> list[tuple[int, InboundResult | None]]:
+    """Process stored reports whose processing never finished (e.g. the database failed
+    half-way), oldest first; or the one with `report_id`, whatever its state. Returns each
+    report id with its result (None: failed again, still unprocessed)."""
+    async with db.read() as conn:
+        pending = await reports.unprocessed_inbound(conn, limit, report_id)
+    done = []
+    for stored in pending:
+        rcpt = [stored.rcpt] if stored.rcpt else []
+        done.append(
+            (stored.id, await _process_stored(db, keyring, config, stored.id, stored.raw, rcpt))
+        )
+    return done
+
+
+async def _process_stored(
+    db: Database,
+    keyring: Keyring,
+    config: BounceConfig,
+    report_id: int,
+    raw: bytes,
+    rcpt_tos: Sequence[str],
+) -> InboundResult | None:
     try:
         processed = await process(db, keyring, config, raw, rcpt_tos)
-    except Exception:  # noqa: BLE001 - stored already; an operator can replay it
+    except Exception:  # noqa: BLE001 - stored already; `relay bounces replay` retries it
         log.exception("inbound.processing_failed", report_id=report_id)
         return None
     detail = {
@@ -186,10 +210,8 @@ async def receive(
     }
     kinds = {a.kind for a in processed.applied} or {str(processed.report.type)}
     async with db.write() as conn:
-        await conn.execute(
-            inbound_reports.update()
-            .where(inbound_reports.c.id == report_id)
-            .values(matched=processed.matched, kind=",".join(sorted(kinds))[:16], detail=detail)
+        await reports.mark_inbound(
+            conn, report_id, processed.matched, ",".join(sorted(kinds)), detail
         )
     return processed
 
@@ -206,4 +228,4 @@ def _delivery_from_verp(keyring: Keyring, config: BounceConfig, addresses: list[
     return None
 
 
-__all__ = ["Applied", "BounceKind", "InboundResult", "process", "receive", "verp_token"]
+__all__ = ["Applied", "BounceKind", "InboundResult", "process", "receive", "replay", "verp_token"]

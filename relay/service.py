@@ -28,7 +28,13 @@ ROLE_ENTRY_POINTS = {
     "smtp": "relay.ingress.server:run",
     "web": "relay.web.app:run",
     "delivery": "relay.scheduler:run",
+    "bounce_mailbox": "relay.bounce_mailbox:serve",  # runs with smtp when configured
 }
+
+
+def companion_roles(config: Config, roles: Sequence[str]) -> list[str]:
+    """Roles started along with the chosen ones: the IMAP bounce poller goes with smtp."""
+    return ["bounce_mailbox"] if "smtp" in roles and config.bounce_mailbox.host else []
 
 
 def resolve_role(name: str) -> Role:
@@ -64,7 +70,9 @@ async def run(
     logger = log.get("relay.service")
     db = await prepare_database(config)
     try:
-        entry_points = {name: resolve_role(name) for name in roles}
+        entry_points = {
+            name: resolve_role(name) for name in [*roles, *companion_roles(config, roles)]
+        }
     except BaseException:
         await db.dispose()
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
@@ -13,11 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from relay import config as config_module
+from relay import service
 from relay.bounce import parse
-from relay.bounce_mailbox import MailboxError, poll_once
-from relay.config import BounceMailboxConfig
+from relay.bounce_mailbox import MailboxError, poll_once, serve
+from relay.config import BounceMailboxConfig, Config
 from relay.errors import RelayError
+from relay.render.tokens import TokenData, TokenKind, load_keyring
+from relay.store import suppressions
+from relay.store.db import Database
+from relay.store.tables import deliveries, inbound_reports
+from tests import rows
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DSN = (
@@ -182,3 +191,59 @@ async def test_bad_login_is_a_clear_error(imap: tuple[int, Path]) -> None:
     with pytest.raises(MailboxError) as e:
         await poll_once(_config(port, password="wrong-password"), ok)
     assert "wrong-password" not in str(e.value) and "127.0.0.1" in str(e.value)
+
+
+def test_poller_rides_with_the_smtp_role_when_configured() -> None:
+    configured = Config.model_validate({"bounce_mailbox": {"host": "imap.example"}})
+    assert service.companion_roles(configured, ["smtp", "delivery"]) == ["bounce_mailbox"]
+    assert service.companion_roles(configured, ["delivery"]) == []
+    assert service.companion_roles(Config(), ["smtp", "web", "delivery"]) == []
+    assert service.resolve_role("bounce_mailbox") is serve
+
+
+async def test_serve_role_applies_mailbox_bounces(
+    imap: tuple[int, Path], db: Database, tmp_path: Path
+) -> None:
+    port, maildir = imap
+    config = config_module.load(
+        None,
+        env={
+            "RELAY_DATA_DIR": str(tmp_path),
+            "RELAY_BOUNCE__DOMAIN": "bounces.relay.test",
+            "RELAY_BOUNCE_MAILBOX__HOST": "127.0.0.1",
+            "RELAY_BOUNCE_MAILBOX__PORT": str(port),
+            "RELAY_BOUNCE_MAILBOX__TLS": "none",
+            "RELAY_BOUNCE_MAILBOX__USER": "bounces",
+            "RELAY_BOUNCE_MAILBOX__PASSWORD": "s3cret-pass",
+            "RELAY_BOUNCE_MAILBOX__INTERVAL": "0.2",
+        },
+    )
+    tenant = await rows.tenant(db)
+    message = await rows.message(db, tenant)
+    delivery = await rows.delivery(db, message, recipient="gone@example.net", state="delivered")
+    token = load_keyring(config).sign(TokenData(TokenKind.BOUNCE, delivery))
+    verp = f"bounces+{token}@bounces.relay.test".encode()
+    (maildir / "new" / "1.host").write_bytes(DSN.replace(b"bounces@relay.example", verp))
+    _own(maildir)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(serve(config, db, stopping))
+    try:
+        async with asyncio.timeout(20):
+            while True:
+                async with db.read() as conn:
+                    state = (
+                        await conn.execute(
+                            select(deliveries.c.state).where(deliveries.c.id == delivery)
+                        )
+                    ).scalar()
+                if state == "bounced":
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        stopping.set()
+        await asyncio.wait_for(task, 15)
+    async with db.read() as conn:
+        (report,) = (await conn.execute(select(inbound_reports))).mappings()
+        found = await suppressions.suppressed_among(conn, tenant, ["gone@example.net"])
+    assert report["matched"] is True
+    assert found == {"gone@example.net": "hard_bounce"}

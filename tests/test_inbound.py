@@ -7,11 +7,18 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from relay.config import BounceConfig
-from relay.inbound import process, verp_token
+from relay.inbound import process, replay, verp_token
 from relay.render.tokens import Keyring, TokenData, TokenKind
-from relay.store import suppressions
+from relay.store import reports, suppressions, webhooks
 from relay.store.db import Database, utcnow
-from relay.store.tables import deliveries, recipient_events, recipients
+from relay.store.tables import (
+    deliveries,
+    inbound_reports,
+    recipient_events,
+    recipients,
+    stat_counters,
+    webhook_deliveries,
+)
 from tests import rows
 
 KEYRING = Keyring(b"0123456789abcdef-test-secret")
@@ -173,3 +180,60 @@ async def test_auto_reply_changes_nothing(db: Database) -> None:
     result = await process(db, KEYRING, CONFIG, raw, [verp(did)])
     assert result.report.type == "autoreply" and not result.applied and not result.unmatched
     assert await _state(db, did) == ("delivered", None, None)
+
+
+async def test_reports_raise_webhook_events_and_stats(db: Database) -> None:
+    tenant, did = await _delivery(db, "gone@example.net")
+    message = await rows.message(db, tenant)
+    fan = await rows.delivery(db, message, recipient="fan@example.com", state="delivered")
+    full = await rows.delivery(db, message, recipient="full@example.net", state="delivered")
+    async with db.write() as conn:
+        await webhooks.create(conn, tenant, "https://hooks.example/relay", [])
+    await process(
+        db, KEYRING, CONFIG, dsn("gone@example.net", "5.1.1", "550 5.1.1 unknown"), [verp(did)]
+    )
+    await process(db, KEYRING, CONFIG, ARF, [verp(fan)])
+    await process(
+        db, KEYRING, CONFIG, dsn("full@example.net", "5.2.2", "552 5.2.2 full"), [verp(full)]
+    )
+    async with db.read() as conn:
+        events = [r.event for r in await conn.execute(select(webhook_deliveries))]
+        counts = {
+            r.metric: r.count
+            for r in await conn.execute(
+                select(stat_counters).where(stat_counters.c.tenant_id == tenant)
+            )
+        }
+        final_at = (
+            await conn.execute(select(deliveries.c.final_at).where(deliveries.c.id == did))
+        ).scalar()
+    by_type = {e["type"]: e for e in events}
+    assert set(by_type) == {"bounced", "complained", "failed"}
+    bounced = by_type["bounced"]["data"]
+    assert (bounced["delivery_id"], bounced["kind"], bounced["reason"], bounced["enhanced"]) == (
+        did,
+        "hard",
+        "userunknown",
+        "5.1.1",
+    )
+    assert by_type["complained"]["data"]["recipient"] == "fan@example.com"
+    assert by_type["failed"]["data"]["reason"] == "mailboxfull"
+    assert counts == {"bounced_hard": 1, "complained": 1, "bounced_soft": 1}
+    assert final_at is not None
+
+
+async def test_replay_finishes_what_a_failure_left(db: Database) -> None:
+    # A report stored before the 250 whose processing never ran (e.g. the database went away).
+    tenant, did = await _delivery(db, "gone@example.net")
+    async with db.write() as conn:
+        report_id = await reports.store_inbound(
+            conn, verp(did), "", dsn("gone@example.net", "5.1.1", "550 5.1.1 unknown")
+        )
+    (done,) = await replay(db, KEYRING, CONFIG)
+    assert done[0] == report_id and done[1] is not None
+    assert [a.delivery_id for a in done[1].applied] == [did]
+    assert await _state(db, did) == ("bounced", "hard", "userunknown")
+    assert await replay(db, KEYRING, CONFIG) == []  # processed: not again
+    async with db.read() as conn:
+        row = (await conn.execute(select(inbound_reports))).mappings().one()
+    assert (row["matched"], row["kind"]) == (True, "hard")

@@ -31,6 +31,7 @@ AUTOREPLY_SUBJECT = re.compile(
 MESSAGE_ID_RE = re.compile(r"^message-id:\s*(<[^>\s]+>)", re.IGNORECASE | re.MULTILINE)
 DIAG_WINDOW = 600
 WEAK_REASONS = frozenset({"", "onhold", "undefined"})
+LOCAL_MAILER_REASONS = frozenset({"", "onhold", "undefined", "systemerror"})
 CUT_RE = re.compile(
     r"^[-=* ]*(original message|this is a copy|below this line|message headers follow|"
     r"returned message|undelivered message|the original message|headers of the original)"
@@ -80,6 +81,10 @@ def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
     diagnostic = diagnostic_of(block.get("diagnostic-code", ""))
     status = find_status(block.get("status", ""))
     _, c = _classify_near(msg, recipient, status, diagnostic, act)
+    dtype = block.get("diagnostic-code", "").partition(";")[0].strip().lower()
+    if dtype == "x-unix" and c.reason in LOCAL_MAILER_REASONS:
+        # RFC 3464: an X-Unix diagnostic is a local delivery program's exit or message.
+        c = Classification(c.kind, "mailererror", c.status)
     if not status and c.status:
         status = c.status
     return RecipientResult(
@@ -97,7 +102,7 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
     try:
         temporary, permanent = all_failures(msg)
     except Exception:  # flufl's detectors are heuristics over arbitrary input
-        temporary, permanent = set(), set()
+        temporary, permanent = frozenset(), frozenset()
     found = [(_addr(a), "failed") for a in permanent] + [(_addr(a), "delayed") for a in temporary]
     found = [(a, act) for a, act in found if a]
     own = _own_parties(msg)

@@ -19,7 +19,7 @@ COMPLAINT_SUBJECT = re.compile(r"complaint|abuse report|spam report", re.IGNOREC
 def parse_arf(msg: Message) -> Report | None:
     if msg.get_content_type() != "multipart/report":
         return _nonstandard_complaint(msg)
-    if (msg.get_param("report-type") or "").lower() != "feedback-report":
+    if str(msg.get_param("report-type") or "").lower() != "feedback-report":
         if not any(p.get_content_type() == "message/feedback-report" for p in msg.walk()):
             return None
     fields: dict[str, str] = {}
@@ -49,15 +49,19 @@ def _fields(part: Message) -> dict[str, str]:
     text = ""
     if isinstance(payload, list):
         for sub in payload:
-            text += "".join(f"{k}: {v}\n" for k, v in sub.items())
+            if isinstance(sub, Message):
+                text += "".join(f"{k}: {v}\n" for k, v in sub.items())
     else:
         raw = part.get_payload(decode=True)
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
     out: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip():
-            out.setdefault(key.strip().lower(), value.strip())
+        name = key.strip().lower()
+        if sep and name == "original-rcpt-to" and name in out:
+            out[name] += ", " + value.strip()  # RFC 5965: one field per recipient
+        elif sep and name:
+            out.setdefault(name, value.strip())
     return out
 
 

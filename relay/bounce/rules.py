@@ -48,7 +48,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("mailererror", (r"procmail", r"mailer error", r"command (died|failed)")),
     ("contenterror", (r"8-?bit data",)),
     ("norelaying", (r"not configured to relay",)),
-    ("suspend", (r"account (is )?(blocked|bloque)",)),
+    ("suspend", (r"account (is )?(blocked|bloque)", r"\binactivity\b")),
     ("expired", (r"failing for a long time", r"retry time not reached")),
     (
         "notaccept",
@@ -317,6 +317,12 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"not a valid recipient",
             r"no longer (active|available)",
             r"(recipient|user) (is )?not (recognized|found|valid|local)",
+            # German, French, Spanish, Portuguese, Italian wordings of "unknown user".
+            r"(benutzer|empf(ae|ä)nger|adresse|postfach) (ist )?unbekannt",
+            r"(destinataire|utilisateur|adresse) (inconnue?|invalide)",
+            r"n'existe pas",
+            r"(usuario|destinatario|buz[oó]n) (desconocido|inexistente|no existe)",
+            r"(utente|destinatario) (sconosciuto|inesistente)",
         ),
     ),
     (

@@ -24,8 +24,7 @@ def parse_ses(msg: Message) -> Report | None:
     if data is None:
         return None
     kind = str(data.get("notificationType") or data.get("eventType") or "").lower()
-    mail = data.get("mail") if isinstance(data.get("mail"), dict) else {}
-    message_id = _original_message_id(mail)
+    message_id = _original_message_id(_dict(data.get("mail")))
     if kind == "complaint":
         complaint = _dict(data.get("complaint"))
         results = tuple(

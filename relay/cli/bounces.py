@@ -1,7 +1,9 @@
-"""`relay bounces classify`: read .eml paths on stdin, print one JSON line per path.
+"""`relay bounces classify|replay`: bounce tools.
 
-Each line: file, type, recipients, status, action, kind, reason (the format scored by
-../shared/bounces/evaluate.py). Reads files only; an unreadable path gets an `error` field.
+`classify` reads .eml paths on stdin and prints one JSON line per path: file, type,
+recipients, status, action, kind, reason (the format scored by ../shared/bounces/evaluate.py);
+it reads files only, and an unreadable path gets an `error` field. `replay` processes stored
+inbound reports whose processing never finished (the database failed half-way).
 """
 
 from __future__ import annotations
@@ -12,10 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from relay import inbound
 from relay.bounce import Report, parse
 from relay.cli._args import command, group
 from relay.cli._context import Context
-from relay.cli._output import dumps
+from relay.cli._output import dumps, emit
+from relay.render.tokens import load_keyring
 
 
 def register(sub: Any) -> None:
@@ -26,6 +32,15 @@ def register(sub: Any) -> None:
         classify_paths,
         "classify bounce messages: .eml paths on stdin, one JSON line out per path",
     )
+    p = command(
+        inner,
+        "replay",
+        replay,
+        "process again stored inbound reports whose processing never finished",
+        json=True,
+    )
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    p.add_argument("--id", type=int, help="this stored report, even if it was processed")
 
 
 def summarize(path: str, report: Report) -> dict[str, Any]:
@@ -73,3 +88,23 @@ async def classify_paths(args: argparse.Namespace, ctx: Context) -> int:
     for line in await asyncio.to_thread(_classify_all, lines):
         print(line)
     return 0
+
+
+async def replay(args: argparse.Namespace, ctx: Context) -> int:
+    # Processing logs what it applies; stdout is for the result, so logs go to stderr.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr))
+    keyring = load_keyring(ctx.config)
+    async with ctx.database() as db:
+        done = await inbound.replay(db, keyring, ctx.config.bounce, max(args.limit, 1), args.id)
+    rows = [
+        {
+            "id": report_id,
+            "processed": result is not None,
+            "type": str(result.report.type) if result else None,
+            "applied": [a.delivery_id for a in result.applied] if result else [],
+            "unmatched": [u.recipient for u in result.unmatched] if result else [],
+        }
+        for report_id, result in done
+    ]
+    emit(rows, ["id", "processed", "type", "applied", "unmatched"], args.json)
+    return 0 if all(r["processed"] for r in rows) else 1

@@ -93,6 +93,11 @@ class Handler:
         address: str,
         mail_options: list[str],
     ) -> str:
+        if address == "<>" and server.identity is None:
+            # The null reverse-path of DSNs (RFC 5321 4.5.5), as aiosmtpd keeps it: remote
+            # MTAs bounce with it, and RCPT then only admits the bounce domain.
+            envelope.mail_from = address
+            return "250 2.1.0 Ok"
         if address:
             try:
                 address = normalize(address).address

@@ -2,9 +2,10 @@
 
 Input: a matched delivery and one classified per-recipient result. Output, in the caller's
 transaction: the delivery's state and bounce fields, the recipient's counters, an event
-row, and a suppression when the address is bad or complained. Soft bounces escalate to a
-`soft_bounce` suppression after `limit` within `window_s`. Meant to be routed through
-`relay/outcome.py` once it exists, so sync and async failures share one path.
+row, the stats counter and webhook event (`bounced`, `failed`, `deferred`, `complained`, as
+`relay/outcome.py` does for replies during delivery), and a suppression when the address is
+bad or complained. Soft bounces escalate to a `soft_bounce` suppression after `limit` within
+`window_s`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import BounceKind, DeliveryState, EventType, SuppressionReason
-from relay.store import suppressions
+from relay.store import stats, suppressions, webhooks
 from relay.store.db import utcnow
-from relay.store.tables import deliveries, messages, recipient_events, recipients
+from relay.store.tables import deliveries, inbound_reports, messages, recipient_events, recipients
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,26 +110,26 @@ async def apply_report(
         await _event(conn, d, EventType.COMPLAINED, detail, now)
         await _count(conn, d, recipients.c.complaint_count, now)
         await _suppress(conn, d, SuppressionReason.COMPLAINT, ttl_s, now)
+        await _notify(conn, d, "complained", "complained", detail, now)
         return Effect(d.state, SuppressionReason.COMPLAINT)
     if kind == BounceKind.HARD:
-        state = DeliveryState.BOUNCED
-        event = EventType.BOUNCED
+        state, event, metric = DeliveryState.BOUNCED, EventType.BOUNCED, "bounced_hard"
     elif action == "delayed":
-        state, event = DeliveryState(d.state), EventType.DEFERRED
+        state, event, metric = DeliveryState(d.state), EventType.DEFERRED, "deferred"
     else:
-        state, event = DeliveryState.FAILED, EventType.FAILED
-    await conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id == d.id)
-        .values(
-            state=state,
-            bounce_kind=str(kind),
-            bounce_reason=reason[:32],
-            last_reply=diagnostic[:4000],
-            updated_at=now,
-        )
-    )
+        state, event, metric = DeliveryState.FAILED, EventType.FAILED, "bounced_soft"
+    values: dict[str, Any] = {
+        "state": state,
+        "bounce_kind": str(kind),
+        "bounce_reason": reason[:32],
+        "last_reply": diagnostic[:4000],
+        "updated_at": now,
+    }
+    if state.is_final:
+        values["final_at"] = func.coalesce(deliveries.c.final_at, now)
+    await conn.execute(update(deliveries).where(deliveries.c.id == d.id).values(**values))
     await _event(conn, d, event, detail, now)
+    await _notify(conn, d, metric, str(event), detail, now)
     if kind == BounceKind.HARD:
         await _count(conn, d, recipients.c.hard_bounce_count, now)
         await _suppress(conn, d, SuppressionReason.HARD_BOUNCE, ttl_s, now)
@@ -140,6 +141,35 @@ async def apply_report(
         await _suppress(conn, d, SuppressionReason.SOFT_BOUNCE, ttl_s, now)
         return Effect(state, SuppressionReason.SOFT_BOUNCE)
     return Effect(state, None)
+
+
+async def _notify(
+    conn: AsyncConnection,
+    d: MatchedDelivery,
+    metric: str,
+    webhook_event: str,
+    detail: dict[str, str],
+    now: datetime,
+) -> None:
+    """The stats counter and the webhook event, in the same transaction as the state."""
+    await stats.bump(conn, d.tenant_id, d.campaign_id, metric, now)
+    await webhooks.enqueue(
+        conn,
+        d.tenant_id,
+        webhook_event,
+        {
+            "delivery_id": d.id,
+            "message_id": d.message_id,
+            "recipient": d.recipient_key,
+            "code": None,
+            "enhanced": detail["status"] or None,
+            "text": detail["diagnostic"][:500],
+            "kind": detail["kind"],
+            "reason": detail["reason"],
+            "source": "report",
+        },
+        at=now,
+    )
 
 
 async def _event(
@@ -213,3 +243,54 @@ async def _suppress(
         f"report:delivery:{d.id}",
         suppressions.expiry(ttl_s.get(str(reason), 0.0), now),
     )
+
+
+async def store_inbound(
+    conn: AsyncConnection, rcpt: str, mail_from: str, raw: bytes, now: datetime | None = None
+) -> int:
+    """Keep a message sent to the bounce domain, before it is processed; returns its id."""
+    result = await conn.execute(
+        inbound_reports.insert().values(
+            received_at=now or utcnow(),
+            rcpt=rcpt[:320],
+            mail_from=mail_from[:320],
+            matched=False,
+            raw=raw,
+        )  # fmt: skip
+    )
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+async def mark_inbound(
+    conn: AsyncConnection, report_id: int, matched: bool, kind: str, detail: dict[str, Any]
+) -> None:
+    """Record that a stored report was processed (its `kind` is no longer NULL)."""
+    await conn.execute(
+        inbound_reports.update()
+        .where(inbound_reports.c.id == report_id)
+        .values(matched=matched, kind=kind[:16], detail=detail)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    id: int
+    rcpt: str
+    mail_from: str
+    raw: bytes
+
+
+async def unprocessed_inbound(
+    conn: AsyncConnection, limit: int = 100, report_id: int | None = None
+) -> list[StoredReport]:
+    """Stored reports whose processing never finished (kind NULL), oldest first; or one by id."""
+    query = select(
+        inbound_reports.c.id, inbound_reports.c.rcpt, inbound_reports.c.mail_from,
+        inbound_reports.c.raw,
+    )  # fmt: skip
+    if report_id is not None:
+        query = query.where(inbound_reports.c.id == report_id)
+    else:
+        query = query.where(inbound_reports.c.kind.is_(None))
+    rows = await conn.execute(query.order_by(inbound_reports.c.id).limit(limit))
+    return [StoredReport(r.id, r.rcpt, r.mail_from, bytes(r.raw or b"")) for r in rows]

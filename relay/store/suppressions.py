@@ -1,14 +1,16 @@
 """The suppression list: addresses relay must not mail, globally or for one tenant.
 
 Rows are keyed by scope (0 = the whole installation, else the tenant id) and the
-normalized address key. Intake and the scheduler ask `suppressed_among`; bounces,
-complaints, unsubscribes and operators add. Every change bumps the 'suppressions'
-change counter so processes holding a cached copy (`SuppressionCache`) know to refresh.
+normalized address key. Intake and the scheduler ask `suppressed_among` (a query) or a
+`SuppressionCache` (memory); bounces, complaints, unsubscribes and operators add. Every change
+bumps the 'suppressions' change counter (removals also 'suppressions.removed') so processes
+holding a cached copy know to refresh.
 `list_page` pages with filters by id cursor; `prune` deletes expired rows.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,11 +19,15 @@ from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.store.db import utcnow
+from relay import log
+from relay.addresses import key_of
+from relay.store.db import Database, describe_error, utcnow
 from relay.store.tables import change_counters, suppressions
 
 GLOBAL = 0
-COUNTER = "suppressions"
+COUNTER = "suppressions"  # moves on every change
+REMOVED_COUNTER = "suppressions.removed"  # moves when rows go: caches reload in full
+logger = log.get(__name__)
 
 
 def scope_of(tenant_id: int | None) -> int:
@@ -91,6 +97,7 @@ async def remove(conn: AsyncConnection, tenant_id: int | None, key: str) -> bool
     )
     if result.rowcount:
         await bump_counter(conn, COUNTER)
+        await bump_counter(conn, REMOVED_COUNTER)
     return bool(result.rowcount)
 
 
@@ -180,40 +187,106 @@ async def prune(conn: AsyncConnection, now: datetime | None = None) -> int:
     )
     if result.rowcount:
         await bump_counter(conn, COUNTER)
+        await bump_counter(conn, REMOVED_COUNTER)
     return int(result.rowcount or 0)
 
 
 class SuppressionCache:
-    """An in-memory copy of the live suppressions, reloaded when the change counter moves.
+    """A process's in-memory copy of the live suppression list: `contains` without a query.
 
-    Intake and the scheduler ask `reason_for` without a query; `refresh` (called at start and
-    every `bounce.suppression_refresh` seconds) costs one tiny read unless something changed.
+    Use: `cache = await SuppressionCache.start(db, refresh_s=config.bounce.suppression_refresh)`
+    at startup (one full load), run `cache.run(stopping)` in the role's TaskGroup, and ask
+    `contains(tenant_id, address)` / `reason_for` / `among` on the hot path (dict lookups).
+    After a write of its own, a process calls `note_added` / `note_removed` so it sees the
+    change at once; other processes see it within `refresh_s`.
+
+    Sync across processes: every refresh reads the two change counters (one tiny query). If
+    nothing moved, that is all. If only additions happened, it fetches the rows created or
+    refreshed since its previous read (minus `OVERLAP_S`, for transactions that commit late
+    and clocks that differ between nodes). A removal or prune moves `REMOVED_COUNTER` and makes
+    the next refresh reload the whole list. Expired rows are ignored at lookup time.
     """
 
-    def __init__(self) -> None:
+    OVERLAP_S = 120.0
+
+    def __init__(self, db: Database | None = None, *, refresh_s: float = 10.0) -> None:
+        self.db = db
+        self.refresh_s = refresh_s
         self.version = -1
+        self.reloads = 0  # full loads done, for tests and metrics
+        self._removed = -1
+        self._high_water: datetime | None = None
         self._rows: dict[tuple[int, str], tuple[str, datetime | None]] = {}
+
+    @classmethod
+    async def start(cls, db: Database, *, refresh_s: float = 10.0) -> SuppressionCache:
+        """A cache loaded from the database, ready for lookups."""
+        cache = cls(db, refresh_s=refresh_s)
+        await cache.refresh()
+        return cache
 
     def __len__(self) -> int:
         return len(self._rows)
 
-    async def refresh(self, conn: AsyncConnection) -> bool:
-        """Reload if the counter moved since the last load; True if it reloaded."""
-        version = await read_counter(conn, COUNTER)
-        if version == self.version:
-            return False
-        now = utcnow()
-        rows = await conn.execute(
-            select(
-                suppressions.c.scope,
-                suppressions.c.email,
-                suppressions.c.reason,
-                suppressions.c.expires_at,
-            ).where(or_(suppressions.c.expires_at.is_(None), suppressions.c.expires_at > now))
+    async def refresh(self, conn: AsyncConnection | None = None) -> bool:
+        """Catch up with the database if its change counter moved; True if anything was read."""
+        if conn is None:
+            if self.db is None:
+                raise RuntimeError("SuppressionCache.refresh needs a connection or a Database")
+            async with self.db.read() as own:
+                return await self.refresh(own)
+        counters = dict(
+            (
+                await conn.execute(
+                    select(change_counters.c.name, change_counters.c.value).where(
+                        change_counters.c.name.in_((COUNTER, REMOVED_COUNTER))
+                    )
+                )
+            ).all()
         )
-        self._rows = {(r.scope, r.email): (r.reason, r.expires_at) for r in rows}
-        self.version = version
+        version, removed = int(counters.get(COUNTER, 0)), int(counters.get(REMOVED_COUNTER, 0))
+        started = utcnow()
+        if version == self.version and removed == self._removed:
+            return False
+        query = select(
+            suppressions.c.scope,
+            suppressions.c.email,
+            suppressions.c.reason,
+            suppressions.c.created_at,
+            suppressions.c.expires_at,
+        )
+        full = self.version < 0 or removed != self._removed or self._high_water is None
+        if full:
+            fresh: dict[tuple[int, str], tuple[str, datetime | None]] = {}
+            query = query.where(
+                or_(suppressions.c.expires_at.is_(None), suppressions.c.expires_at > utcnow())
+            )
+        else:
+            fresh = self._rows
+            since = self._high_water - timedelta(seconds=self.OVERLAP_S)  # type: ignore[operator]
+            query = query.where(suppressions.c.created_at >= since)  # no index: one scan
+        for r in await conn.execute(query):
+            fresh[(r.scope, r.email)] = (r.reason, r.expires_at)
+        # Everything committed before this read is in it; a later commit carries a created_at
+        # of about now or later, give or take OVERLAP_S (slow transactions, other nodes' clocks).
+        self._rows, self._high_water = fresh, started
+        self.version, self._removed = version, removed
+        self.reloads += int(full)
         return True
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Refresh every `refresh_s` until `stopping` is set; on failure keep the old copy."""
+        while not stopping.is_set():
+            try:
+                await asyncio.wait_for(stopping.wait(), timeout=self.refresh_s)
+            except TimeoutError:
+                pass
+            if stopping.is_set():
+                return
+            try:
+                await self.refresh()
+            except Exception as e:  # noqa: BLE001 - database trouble: serve the last copy
+                logger.warning("suppressions.refresh_failed", error=describe_error(e))
 
     def reason_for(self, tenant_id: int, key: str, now: datetime | None = None) -> str | None:
         """Why this address key is suppressed for the tenant (tenant row first), or None."""
@@ -223,3 +296,29 @@ class SuppressionCache:
             if hit is not None and (hit[1] is None or hit[1] > now):
                 return hit[0]
         return None
+
+    def contains(self, tenant_id: int, address: str, now: datetime | None = None) -> bool:
+        """Is this address (any spelling; normalized here) suppressed for the tenant?"""
+        return self.reason_for(tenant_id, key_of(address), now) is not None
+
+    def among(
+        self, tenant_id: int, keys: Iterable[str], now: datetime | None = None
+    ) -> dict[str, str]:
+        """Of these address keys, those suppressed for the tenant → reason (as
+        `suppressed_among`, without a query)."""
+        now = now or utcnow()
+        found = {}
+        for key in keys:
+            reason = self.reason_for(tenant_id, key, now)
+            if reason is not None:
+                found[key] = reason
+        return found
+
+    def note_added(
+        self, tenant_id: int | None, key: str, reason: str, expires_at: datetime | None = None
+    ) -> None:
+        """Record a suppression this process has just committed (seen before the next refresh)."""
+        self._rows[(scope_of(tenant_id), key)] = (reason, expires_at)
+
+    def note_removed(self, tenant_id: int | None, key: str) -> None:
+        self._rows.pop((scope_of(tenant_id), key), None)

@@ -140,6 +140,12 @@ TABLE = [
     (551, "5.7.1", "Delivery not authorized", SOFT, "securityerror"),
     (550, "5.2.1", "<a@example.org>... Mailbox disabled", SOFT, "suspend"),
     (552, None, "Line limit exceeded", SOFT, "mesgtoobig"),
+    (550, "5.2.1", "This mailbox has been blocked due to inactivity", SOFT, "suspend"),
+    # Other languages
+    (550, None, "Benutzer unbekannt", HARD, "userunknown"),
+    (550, None, "Destinataire inconnu", HARD, "userunknown"),
+    (550, None, "<a@example.es>: usuario desconocido", HARD, "userunknown"),
+    (550, None, "utente inesistente", HARD, "userunknown"),
 ]
 
 

@@ -125,7 +125,9 @@ def test_arf_is_a_complaint() -> None:
 
 def test_arf_multiple_recipients() -> None:
     report = parse(_read("arf-17.eml"))
-    assert report.kind == BounceKind.COMPLAINT and report.results
+    assert report.kind == BounceKind.COMPLAINT
+    # One Original-Rcpt-To field per recipient (RFC 5965): every one is a complainant.
+    assert [r.recipient for r in report.results] == ["kijitora@example.com", "sabatora@example.net"]
 
 
 @pytest.mark.parametrize("name", ["rfc3834-01.eml", "rfc3834-02.eml"])
@@ -247,3 +249,15 @@ def test_reason_on_the_line_before_the_address() -> None:
     )
     (r,) = parse(raw).results
     assert r.recipient == "full@example.org" and r.reason == "mailboxfull"
+
+
+def test_x_unix_diagnostic_is_the_local_mailer() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: s@relay.example\r\nSubject: Returned mail\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        b"Final-Recipient: rfc822; a@example.org\r\nAction: failed\r\nStatus: 5.3.0\r\n"
+        b"Diagnostic-Code: X-Unix; 255\r\n\r\n--B--\r\n"
+    )
+    (r,) = parse(raw).results
+    assert (r.status, r.reason, r.kind) == ("5.3.0", "mailererror", BounceKind.SOFT)

@@ -113,3 +113,34 @@ def test_bounces_classify_cli(tmp_path: Path) -> None:
         first["reason"],
     ) == (["kijitora@gmail.com"], "5.1.1", "failed", "hard", "userunknown")
     assert second["file"].endswith("missing.eml") and "error" in second
+
+
+def test_bounces_replay_cli(tmp_path: Path, db_url: str) -> None:
+    import asyncio
+
+    from relay.config import DatabaseConfig
+    from relay.store import reports
+    from relay.store.db import Database
+
+    async def store() -> None:
+        db = Database.from_config(DatabaseConfig(url=db_url))
+        try:
+            async with db.write() as conn:
+                await reports.store_inbound(
+                    conn,
+                    "bounces+x@bounces.example",
+                    "",
+                    b"From: a@example.org\r\nSubject: Out of office\r\n"
+                    b"Auto-Submitted: auto-replied\r\n\r\nAway.\r\n",
+                )
+        finally:
+            await db.dispose()
+
+    asyncio.run(store())
+    env = {"RELAY_DATABASE__URL": db_url}
+    out = relay("bounces", "replay", "--json", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    (row,) = json.loads(out.stdout)
+    assert (row["processed"], row["type"], row["applied"]) == (True, "autoreply", [])
+    again = relay("bounces", "replay", "--json", cwd=tmp_path, env=env)
+    assert again.returncode == 0 and json.loads(again.stdout) == []
