@@ -43,7 +43,6 @@ class EventBuffer:
         self._last_drop_log = 0.0
         self._counters: dict[str, Any] = {}  # labelled children: labels() locks and hashes
 
-
     def __len__(self) -> int:
         return len(self._queue)
 
