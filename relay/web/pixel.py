@@ -26,7 +26,7 @@ GIF = (
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 NO_STORE = "no-store, no-cache, must-revalidate, max-age=0"
-_START = {
+GIF_START = {
     "type": "http.response.start",
     "status": 200,
     "headers": [
@@ -86,7 +86,7 @@ class PixelFastPath:
             return
         if self.opens:
             self._record(scope, path[len(PREFIX) :], method)
-        await send(_START)
+        await send(GIF_START)
         await send(_BODY if method == "GET" else _HEAD_BODY)
 
     def _record(self, scope: Scope, token: str, method: str) -> None:
