@@ -138,7 +138,12 @@ async def test_webhook_api_tenant_scoped(
     assert (await client.get("/api/v1/webhooks", headers=tenant_b.auth)).json()["items"] == []
     r = await client.delete(f"/api/v1/webhooks?id={hook_id}", headers=tenant_b.auth)
     assert r.status_code == 404
-    for bad in ({"url": "ftp://x"}, {"url": "https://x.example", "events": ["sent?"]}, {}):
+    for bad in (
+        {"url": "ftp://x"},
+        {"url": "http://[::1"},
+        {"url": "https://x.example", "events": ["sent?"]},
+        {},
+    ):
         r = await client.post("/api/v1/webhooks", json=bad, headers=tenant_a.auth)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_parameter"
     assert (
