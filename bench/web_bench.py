@@ -6,7 +6,7 @@ the ASGI app. `pixel`: serves the web app with uvicorn (httptools, uvloop) in a 
 process and loads /track/open with `wrk` from another process.
 
     .venv/bin/python -m bench.web_bench stats --url sqlite+aiosqlite:///var/b.db -n 1000000
-    .venv/bin/python -m bench.web_bench pixel --seconds 10 --connections 100
+    .venv/bin/python -m bench.web_bench pixel --seconds 5 --connections 100 --runs 3 --baseline
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ import time
 from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
+import uvicorn
 from sqlalchemy import func, select
 
 from relay.config import Config, DatabaseConfig
@@ -35,6 +37,8 @@ from relay.store import stats, tenants
 from relay.store.db import Database, upgrade
 from relay.store.tables import campaigns, deliveries, messages, recipient_events, stat_counters
 from relay.web.app import create_app
+from relay.web.pixel import GIF
+from relay.web.pixel import GIF_START as PIXEL_START
 
 SECRET = "bench-tracking-secret-0123456789"
 START = datetime(2026, 10, 1)
@@ -217,13 +221,109 @@ async def explain(db: Database, tenant_id: int) -> None:
                 print("   ", " | ".join(str(v) for v in row))
 
 
-def bench_pixel(seconds: int, connections: int, threads: int) -> None:
-    tmp = Path(tempfile.mkdtemp())
-    url = f"sqlite+aiosqlite:///{tmp / 'pixel.db'}"
+async def _pixel_deliveries(url: str, n: int) -> list[int]:
+    """n delivered deliveries in the server's database, so each open is a real event."""
+    db = Database.from_config(DatabaseConfig(url=url))
+    try:
+        tenant = await tenants.add_tenant(db, f"pixel-{random.randrange(10**9)}")
+        async with db.write() as conn:
+            r = await conn.execute(
+                messages.insert().values(
+                    tenant_id=tenant.id, size=1000, raw=None, options={}, received_at=START
+                )
+            )
+            msg_id = int(r.inserted_primary_key[0])  # type: ignore[index]
+            await conn.execute(
+                deliveries.insert(),
+                [
+                    {
+                        "message_id": msg_id,
+                        "tenant_id": tenant.id,
+                        "recipient": f"p{i}@example.com",
+                        "recipient_key": f"p{i}@example.com",
+                        "domain": "example.com",
+                        "state": "delivered",
+                        "attempts": 1,
+                        "next_attempt_at": START,
+                        "created_at": START,
+                        "updated_at": START,
+                        "final_at": START,
+                    }
+                    for i in range(n)
+                ],
+            )
+            rows = await conn.execute(
+                select(deliveries.c.id).where(deliveries.c.message_id == msg_id)
+            )
+            return [int(i) for (i,) in rows]
+    finally:
+        await db.dispose()
+
+
+async def _count_events(url: str) -> int:
+    db = Database.from_config(DatabaseConfig(url=url))
+    try:
+        async with db.read() as conn:
+            found = await conn.execute(select(func.count()).select_from(recipient_events))
+            return int(found.scalar_one())
+    finally:
+        await db.dispose()
+
+
+def _wait_healthy(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit("the server did not come up")
+
+
+def _wrk(port: int, script: Path, seconds: int, connections: int, threads: int) -> str:
+    load = os.getloadavg()[0]
+    out = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(script),
+            f"http://127.0.0.1:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"50%\s+([\d.]+\w+)", out)
+    p99 = re.search(r"99%\s+([\d.]+\w+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    return (
+        f"{rps.group(1) if rps else '?'} req/s, p50 {p50.group(1) if p50 else '?'}, "
+        f"p99 {p99.group(1) if p99 else '?'}, {total.group(1) if total else '?'} requests"
+        f"{', ' + errors.group(0) if errors else ''} (load average before: {load:.2f})"
+    )
+
+
+def _port() -> int:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    port: int = sock.getsockname()[1]
     sock.close()
+    return port
+
+
+def bench_pixel(seconds: int, connections: int, threads: int, runs: int, baseline: bool) -> None:
+    """relay's web role (and, with --baseline, a bare ASGI app on the same uvicorn setup)
+    under wrk, `runs` times each, alternating; opens rotate over 1,000 real deliveries."""
+    tmp = Path(tempfile.mkdtemp())
+    url = f"sqlite+aiosqlite:///{tmp / 'pixel.db'}"
+    port = _port()
     env = {
         **os.environ,
         "RELAY_DATABASE__URL": url,
@@ -233,35 +333,61 @@ def bench_pixel(seconds: int, connections: int, threads: int) -> None:
         "RELAY_DATABASE__AUTO_MIGRATE": "true",
     }
     server = subprocess.Popen([sys.executable, "-m", "bench.web_bench", "serve"], env=env)
+    bare_port = _port()
+    bare = None
+    if baseline:
+        bare = subprocess.Popen(
+            [sys.executable, "-m", "bench.web_bench", "serve-bare", str(bare_port)], env=env
+        )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        token = Keyring(SECRET.encode()).sign(TokenData(TokenKind.OPEN, 1))
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{connections}",
-                f"-d{seconds}s",
-                "--latency",
-                f"http://127.0.0.1:{port}/track/open/{token}",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        print(out)
-        rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        p99 = re.search(r"99%\s+([\d.]+\w+)", out)
-        print(f"pixel: {rps.group(1) if rps else '?'} req/s, p99 {p99.group(1) if p99 else '?'}")
+        _wait_healthy(port)
+        if bare:
+            _wait_healthy(bare_port)
+        keyring = Keyring(SECRET.encode())
+        ids = asyncio.run(_pixel_deliveries(url, 1000))
+        tokens = [keyring.sign(TokenData(TokenKind.OPEN, i)) for i in ids]
+        script = tmp / "pixel.lua"
+        script.write_text(
+            "tokens = {" + ",".join(f'"{t}"' for t in tokens) + "}\n"
+            "i = 0\n"
+            "request = function()\n"
+            "  i = i % #tokens + 1\n"
+            '  return wrk.format("GET", "/track/open/" .. tokens[i], '
+            '{["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0) Thunderbird/115.0"})\n'
+            "end\n"
+        )
+        for run in range(1, runs + 1):
+            print(f"run {run} relay: {_wrk(port, script, seconds, connections, threads)}")
+            if bare:
+                print(f"run {run} bare:  {_wrk(bare_port, script, seconds, connections, threads)}")
     finally:
-        server.terminate()
-        server.wait(30)
+        for proc in (server, bare):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(60)
+    print(f"open events stored after shutdown flush: {asyncio.run(_count_events(url)):,}")
+
+
+async def _bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The floor: an ASGI app that only answers the GIF, no events, no framework."""
+    if scope["type"] != "http":
+        return
+    await send(PIXEL_START)
+    await send({"type": "http.response.body", "body": GIF})
+
+
+def serve_bare(port: int) -> None:
+    uvicorn.run(
+        _bare,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
 
 
 async def serve() -> None:
@@ -295,13 +421,19 @@ def main() -> None:
     p = sub.add_parser("pixel")
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--connections", type=int, default=100)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--baseline", action="store_true", help="also load a bare ASGI app")
     sub.add_parser("serve")
+    b = sub.add_parser("serve-bare")
+    b.add_argument("port", type=int)
     args = parser.parse_args()
     if args.cmd == "stats":
         asyncio.run(bench_stats(args.url, args.deliveries, args.requests))
     elif args.cmd == "pixel":
-        bench_pixel(args.seconds, args.connections, args.threads)
+        bench_pixel(args.seconds, args.connections, args.threads, args.runs, args.baseline)
+    elif args.cmd == "serve-bare":
+        serve_bare(args.port)
     else:
         import uvloop
 

@@ -120,7 +120,7 @@ class HttpConfig(_Section):
     public_url: str = "http://127.0.0.1:8025"
     # Tracking events wait in memory and are written in batches (see relay.web.events).
     event_buffer_size: int = Field(50_000, ge=100)
-    event_batch_size: int = Field(2_000, ge=1)
+    event_batch_size: int = Field(500, ge=1)
     event_flush_interval: Duration = 0.25
     # Privacy: keep the client IP of opens/clicks in full, truncated (/24, /48) or not at all.
     store_ip: Literal["full", "truncated", "none"] = "full"

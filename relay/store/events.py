@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import EventType
@@ -155,20 +155,43 @@ async def record_tracking(
         await conn.execute(recipient_events.insert(), inserts)
         await webhooks.enqueue_many(conn, [_hook(row) for row in inserts if not row["detail"]])
     await stats.bump_many(conn, counts)
-    for (tenant_id, key), eng in sorted(engagement.items()):
-        values: dict[str, Any] = {
-            "open_count": recipients.c.open_count + eng["open_count"],
-            "click_count": recipients.c.click_count + eng["click_count"],
-        }
-        for column in ("last_open_at", "last_click_at"):
-            if eng[column] is not None:
-                values[column] = eng[column]
+    if engagement:
+        # One executemany, not one UPDATE per recipient: a flush may touch thousands.
         await conn.execute(
-            update(recipients)
-            .where(recipients.c.tenant_id == tenant_id, recipients.c.email == key)
-            .values(**values)
+            _ENGAGEMENT,
+            [
+                {
+                    "b_tenant": tenant_id,
+                    "b_email": key,
+                    "b_opens": eng["open_count"],
+                    "b_clicks": eng["click_count"],
+                    "b_last_open": eng["last_open_at"],
+                    "b_last_click": eng["last_click_at"],
+                }
+                for (tenant_id, key), eng in sorted(engagement.items())
+            ],
         )
     return len(inserts)
+
+
+_ENGAGEMENT = (
+    update(recipients)
+    .where(
+        recipients.c.tenant_id == bindparam("b_tenant"), recipients.c.email == bindparam("b_email")
+    )
+    .values(
+        open_count=recipients.c.open_count + bindparam("b_opens"),
+        click_count=recipients.c.click_count + bindparam("b_clicks"),
+        last_open_at=func.coalesce(
+            bindparam("b_last_open", type_=recipients.c.last_open_at.type),
+            recipients.c.last_open_at,
+        ),
+        last_click_at=func.coalesce(
+            bindparam("b_last_click", type_=recipients.c.last_click_at.type),
+            recipients.c.last_click_at,
+        ),
+    )
+)
 
 
 def _hook(row: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:

@@ -62,7 +62,7 @@ async def bump(
 
 
 async def bump_many(conn: AsyncConnection, counts: Mapping[CounterKey, int]) -> None:
-    """Add many counters at once (one upsert per distinct row), in the caller's transaction."""
+    """Add many counters at once (one executemany upsert), in the caller's transaction."""
     merged: Counter[tuple[int, int, datetime, str]] = Counter()
     for (tenant_id, campaign_id, at, metric), n in counts.items():
         if metric not in METRICS:
@@ -85,8 +85,7 @@ async def bump_many(conn: AsyncConnection, counts: Mapping[CounterKey, int]) -> 
     else:
         mins = mysql_insert(stat_counters)
         stmt = mins.on_duplicate_key_update(count=stat_counters.c.count + mins.inserted.count)
-    for row in rows:
-        await conn.execute(stmt, row)
+    await conn.execute(stmt, rows)
 
 
 def _scope(query: Any, tenant_id: int | None, campaign_ids: Iterable[int] | None) -> Any:

@@ -137,7 +137,7 @@ def create_app(
     ]
     # The open pixel skips routing and Starlette's request machinery (relay.web.pixel).
     pixel = Middleware(
-        PixelFastPath,  # type: ignore[arg-type]
+        PixelFastPath,
         keyring=state.keyring,
         buffer=buffer,
         clock=clock,
@@ -147,7 +147,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[pixel],
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.relay = state

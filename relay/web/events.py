@@ -26,7 +26,7 @@ class EventBuffer:
         self,
         db: Database,
         max_size: int = 50_000,
-        batch_size: int = 2_000,
+        batch_size: int = 500,
         flush_interval_s: float = 0.25,
         machine_click_window_s: float = 5.0,
     ) -> None:
@@ -42,7 +42,6 @@ class EventBuffer:
         self._lock = asyncio.Lock()
         self._last_drop_log = 0.0
         self._counters: dict[str, Any] = {}  # labelled children: labels() locks and hashes
-
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -95,6 +94,8 @@ class EventBuffer:
                 metrics.event_flush_seconds.observe(time.perf_counter() - started)
                 total += len(batch)
                 self.written += len(batch)
+                # Building a batch's statements is CPU on this loop: let requests in between.
+                await asyncio.sleep(0)
             return total
 
     async def run(self, stopping: asyncio.Event) -> None:

@@ -26,7 +26,7 @@ GIF = (
     b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 )
 NO_STORE = "no-store, no-cache, must-revalidate, max-age=0"
-_START = {
+GIF_START = {
     "type": "http.response.start",
     "status": 200,
     "headers": [
@@ -38,6 +38,17 @@ _START = {
 }
 _BODY = {"type": "http.response.body", "body": GIF}
 _HEAD_BODY = {"type": "http.response.body", "body": b""}
+_NOT_ALLOWED = b'{"error":{"code":"method_not_allowed","message":"Method Not Allowed"}}'
+_NOT_ALLOWED_START = {
+    "type": "http.response.start",
+    "status": 405,
+    "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(_NOT_ALLOWED)).encode()),
+        (b"allow", b"GET, HEAD"),
+    ],
+}
+_NOT_ALLOWED_BODY = {"type": "http.response.body", "body": _NOT_ALLOWED}
 _OPENED = EventType.OPENED.value
 
 Scope = dict[str, Any]
@@ -66,17 +77,16 @@ class PixelFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         method = scope.get("method")
-        if (
-            scope["type"] != "http"
-            or not path.startswith(PREFIX)
-            or method not in ("GET", "HEAD")
-            or "/" in path[len(PREFIX) :]
-        ):
+        if scope["type"] != "http" or not path.startswith(PREFIX) or "/" in path[len(PREFIX) :]:
             await self.app(scope, receive, send)
+            return
+        if method not in ("GET", "HEAD"):
+            await send(_NOT_ALLOWED_START)
+            await send(_NOT_ALLOWED_BODY)
             return
         if self.opens:
             self._record(scope, path[len(PREFIX) :], method)
-        await send(_START)
+        await send(GIF_START)
         await send(_BODY if method == "GET" else _HEAD_BODY)
 
     def _record(self, scope: Scope, token: str, method: str) -> None:

@@ -8,10 +8,12 @@ import httpx
 from sqlalchemy import select
 from starlette.applications import Starlette
 
+from relay.config import Config
 from relay.render.tokens import Keyring, TokenData, TokenKind
 from relay.store import stats
 from relay.store.db import Database
 from relay.store.tables import links, recipient_events, suppressions
+from relay.web.app import create_app
 from relay.web.pixel import GIF as PIXEL
 from tests import rows
 from tests.web.conftest import NOW, Clock, state
@@ -220,3 +222,85 @@ async def test_unsubscribe_bad_token_is_404(client: httpx.AsyncClient, keyring: 
     assert (await client.post(f"/unsubscribe/{bad}")).status_code == 404
     open_token = keyring.sign(TokenData(TokenKind.OPEN, 1))
     assert (await client.post(f"/unsubscribe/{open_token}")).status_code == 404
+
+
+async def test_flush_counts_engagement_per_recipient(
+    app: Starlette, client: httpx.AsyncClient, db: Database, keyring: Keyring, clock: Clock
+) -> None:
+    """One flush with two recipients: counts added, last-open/click times kept or moved."""
+    from relay.store.tables import recipients
+
+    tenant_id, first, (link_id,) = await _delivery(db)
+    message_id = await rows.message(db, tenant_id)
+    second = await rows.delivery(
+        db, message_id, recipient="other@example.com", state="delivered", final_at=NOW
+    )
+    earlier = NOW - timedelta(days=3)
+    async with db.write() as conn:
+        for email in ("reader@example.com", "other@example.com"):
+            await conn.execute(
+                recipients.insert().values(
+                    tenant_id=tenant_id,
+                    email=email,
+                    first_seen_at=earlier,
+                    last_seen_at=earlier,
+                    open_count=5,
+                    last_open_at=earlier,
+                    last_click_at=earlier,
+                )
+            )
+    for _ in range(2):
+        await client.get(
+            f"/track/open/{keyring.sign(TokenData(TokenKind.OPEN, first))}",
+            headers={"User-Agent": BROWSER},
+        )
+    clock.now = NOW + timedelta(minutes=5)
+    await client.get(
+        f"/track/click/{keyring.sign(TokenData(TokenKind.CLICK, first, link_id))}",
+        headers={"User-Agent": BROWSER},
+    )
+    await client.get(
+        f"/track/open/{keyring.sign(TokenData(TokenKind.OPEN, second))}",
+        headers={"User-Agent": BROWSER},
+    )
+    await state(app).buffer.flush()
+    async with db.read() as conn:
+        got = {
+            r.email: (r.open_count, r.click_count, r.last_open_at, r.last_click_at)
+            for r in await conn.execute(select(recipients))
+        }
+    later = NOW + timedelta(minutes=5)
+    assert got == {
+        "reader@example.com": (7, 1, NOW, later),
+        "other@example.com": (6, 0, later, earlier),
+    }
+
+
+async def test_pixel_fast_path_leaves_other_requests_to_the_app(
+    app: Starlette, client: httpx.AsyncClient, db: Database, keyring: Keyring
+) -> None:
+    _, delivery_id, _ = await _delivery(db)
+    token = keyring.sign(TokenData(TokenKind.OPEN, delivery_id))
+    r = await client.post(f"/track/open/{token}")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "GET, HEAD"
+    r = await client.get(f"/track/open/{token}/extra")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = await client.head(f"/track/open/{token}")
+    assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == "43"
+    assert len(state(app).buffer) == 1  # only the HEAD (flagged machine) was an open
+
+
+async def test_opens_off_serves_the_pixel_without_events(
+    config: Config, db: Database, keyring: Keyring
+) -> None:
+    quiet = config.model_copy(
+        update={"tracking": config.tracking.model_copy(update={"opens": False})}
+    )
+    app = create_app(quiet, db, keyring=keyring)
+    _, delivery_id, _ = await _delivery(db)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as c:
+        r = await c.get(f"/track/open/{keyring.sign(TokenData(TokenKind.OPEN, delivery_id))}")
+    assert r.status_code == 200 and r.content == PIXEL
+    assert len(state(app).buffer) == 0

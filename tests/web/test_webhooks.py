@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -137,9 +138,44 @@ async def test_webhook_api_tenant_scoped(
     assert (await client.get("/api/v1/webhooks", headers=tenant_b.auth)).json()["items"] == []
     r = await client.delete(f"/api/v1/webhooks?id={hook_id}", headers=tenant_b.auth)
     assert r.status_code == 404
-    for bad in ({"url": "ftp://x"}, {"url": "https://x.example", "events": ["sent?"]}, {}):
+    for bad in (
+        {"url": "ftp://x"},
+        {"url": "http://[::1"},
+        {"url": "https://x.example", "events": ["sent?"]},
+        {},
+    ):
         r = await client.post("/api/v1/webhooks", json=bad, headers=tenant_a.auth)
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_parameter"
     assert (
         await client.delete(f"/api/v1/webhooks?id={hook_id}", headers=tenant_a.auth)
     ).status_code == 200
+
+
+_NODE_VERIFIER = """
+const crypto = require("crypto");
+const [secret, ts, sig, body] = process.argv.slice(1);
+const mac = crypto.createHmac("sha256", secret).update(ts + "." + body).digest("hex");
+const ok = crypto.timingSafeEqual(Buffer.from("v1=" + mac), Buffer.from(sig));
+process.stdout.write(ok ? "valid" : "invalid");
+"""
+
+
+async def test_signature_verifies_as_the_readme_says_in_node(
+    db: Database, tenant_a: Tenant, receiver: Receiver
+) -> None:
+    """A receiver in another language, written from the README alone, accepts the POST."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    async with db.write() as conn:
+        _id, secret = await webhooks.create(conn, tenant_a.id, receiver.url, [])
+        await webhooks.enqueue(conn, tenant_a.id, "clicked", {"url": "https://x.example/ü"}, NOW)
+    assert await dispatcher.Dispatcher(db, Clock(NOW)).run_once() == 1
+    [(headers, body)] = receiver.got
+    ts, sig = headers["x-relay-timestamp"], headers["x-relay-signature"]
+    for key, expected in ((secret, "valid"), (secret + "x", "invalid")):
+        proc = await asyncio.create_subprocess_exec(
+            node, "-e", _NODE_VERIFIER, key, ts, sig, body.decode(), stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        assert out.decode() == expected

@@ -54,8 +54,13 @@ async def add_webhook(request: Request) -> JSONResponse:
         raise bad_param("tenant", "an admin key must name the tenant (?tenant=<id>)")
     body = await read_json(request)
     url = body.get("url")
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+    if not isinstance(url, str):
+        raise bad_param("url", "expected an http(s) URL")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise bad_param("url", "expected an http(s) URL") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
         raise bad_param("url", "expected an http(s) URL")
     events = body.get("events", [])
     if not isinstance(events, list) or not all(
