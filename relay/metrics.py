@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Mapping
 from typing import TypeVar
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 T = TypeVar("T")
@@ -125,3 +126,8 @@ def set_queue(by_state: Mapping[str, int], oldest_age_s: float | None) -> None:
         queue_depth.labels(state).set(count)
     queue_oldest_age_seconds.set(oldest_age_s or 0)
     queue_read_at.set_to_current_time()
+
+
+def generate_latest() -> bytes:
+    """The registry in Prometheus text format (what /metrics serves)."""
+    return prometheus_client.generate_latest(REGISTRY)
