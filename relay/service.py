@@ -3,7 +3,8 @@
 Each role is a coroutine `run(config, db, stopping)` that serves until the `stopping` event
 is set, then drains and returns. SIGTERM/SIGINT set it; a second signal cancels at once.
 SIGHUP re-reads the config and applies the keys in `relay.reloading.RELOADABLE`. A process
-with the web role also refreshes the queue gauges of /metrics from the database.
+with the web role (or `service.metrics_listen`) also refreshes the queue gauges of /metrics
+from the database.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 from relay import log, metrics, reloading, sdnotify
-from relay.config import Config
+from relay.config import Config, split_hostport
 from relay.errors import ConfigError, RelayError
 from relay.store import status
 from relay.store.db import Database, check_schema, upgrade
@@ -105,8 +106,12 @@ async def run(
             sdnotify.notify("READY=1", f"STATUS=serving roles {','.join(roles)}")
             if (interval := sdnotify.watchdog_interval_s()) is not None:
                 group.create_task(_watchdog(interval, stopping), name="watchdog")
-            if "web" in entry_points:
+            if "web" in entry_points or config.service.metrics_listen:
                 group.create_task(_queue_gauges(db, stopping), name="queue-gauges")
+            if config.service.metrics_listen:
+                group.create_task(
+                    _serve_metrics(config.service.metrics_listen, stopping), name="metrics"
+                )
             await stopping.wait()
             sdnotify.notify("STOPPING=1", "STATUS=draining")
             _, late = await asyncio.wait(role_tasks, timeout=config.service.drain_timeout)
@@ -179,3 +184,11 @@ async def _queue_gauges(db: Database, stopping: asyncio.Event) -> None:
             await asyncio.wait_for(stopping.wait(), QUEUE_GAUGES_S)
         except TimeoutError:
             pass
+
+
+async def _serve_metrics(address: str, stopping: asyncio.Event) -> None:
+    host, port = split_hostport(address)
+    try:
+        await metrics.serve(host, port, stopping)
+    except OSError as e:
+        raise ConfigError("service.metrics_listen", f"cannot listen: {e.strerror or e}") from None

@@ -17,7 +17,7 @@ from relay.config import DatabaseConfig
 from relay.store.db import Database, utcnow
 from relay.store.tenants import get_tenant
 from tests import rows
-from tests.peers import RecordingServer
+from tests.peers import RecordingServer, free_port
 from tests.serving import Served, SmtpClient, html_message, tenant_with_login, write_config
 
 
@@ -85,6 +85,39 @@ async def test_metrics_of_a_running_process(tmp_path: Path, db_url: str) -> None
     assert got[("relay_delivery_seconds_count", (("transport", "smarthost"),))] == 1
     assert ("relay_event_buffer_size", ()) in got
     assert ("relay_tracking_events_dropped_total", ()) in got
+
+
+async def test_delivery_only_process_serves_metrics_on_its_own_port(
+    tmp_path: Path, db_url: str
+) -> None:
+    await tenant_with_login(db_url)
+    await _held_delivery(db_url)
+    port = free_port()
+    async with RecordingServer() as mx:
+        config = write_config(
+            tmp_path, db_url, mx.port, service=f'metrics_listen = "127.0.0.1:{port}"'
+        )
+        served = Served(config, tmp_path, "--role", "delivery")
+        try:
+            await served.wait_for_event("delivery.started")
+            async with httpx.AsyncClient() as http:
+                deadline = time.monotonic() + 10
+                while True:
+                    try:
+                        r = await http.get(f"http://127.0.0.1:{port}/metrics")
+                        break
+                    except httpx.TransportError:
+                        assert time.monotonic() < deadline
+                        await asyncio.sleep(0.1)
+                missing = await http.get(f"http://127.0.0.1:{port}/other")
+            served.signal(signal.SIGTERM)
+            assert await served.wait(30) == 0
+        finally:
+            served.kill()
+    assert r.status_code == 200 and missing.status_code == 404
+    got = _samples(r.text)
+    assert got[("relay_queue_depth", (("state", "held"),))] == 1
+    assert ("relay_deliveries_total", (("outcome", "delivered"),)) not in got  # none yet
 
 
 def test_queue_gauges_drop_vanished_states_to_zero() -> None:
