@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from relay import log, metrics, reloading, sdnotify
 from relay.config import Config, split_hostport
@@ -155,6 +157,15 @@ async def _watchdog(interval_s: float, stopping: asyncio.Event) -> None:
 def reload(current: Config, load_config: Callable[[], Config]) -> Config:
     """SIGHUP: the config to run with from now on; the old one when the new is invalid."""
     say = log.get("relay.service")
+    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
+    try:
+        return _reload(current, load_config, say)
+    finally:
+        sdnotify.notify("READY=1")
+
+
+def _reload(current: Config, load_config: Callable[[], Config], say: Any) -> Config:
     try:
         new = load_config()
         merged, applied, restart = reloading.merge(current, new)

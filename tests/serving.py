@@ -68,16 +68,19 @@ def ports(config: Path) -> tuple[int, int]:
 class Served:
     """`relay serve` as a child process; `logs()` parses what it printed so far."""
 
-    def __init__(self, config: Path, cwd: Path, *args: str) -> None:
+    def __init__(
+        self, config: Path, cwd: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.smtp_port, self.http_port = ports(config)
         self.log_path = cwd / f"serve-{time.monotonic_ns()}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        full_env.update(env or {})
         self._out = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "relay", "-c", str(config), "serve", *args],
             cwd=cwd,
-            env=env,
+            env=full_env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -183,7 +184,11 @@ async def test_sighup_reloads_safe_keys_and_keeps_old_config_when_invalid(
 
     async with RecordingServer() as mx:
         config = write_config(tmp_path, db_url, mx.port, smtp="max_recipients = 3")
-        served = Served(config, tmp_path)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp_path / "notify.sock"))
+        notify.setblocking(False)
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "2000000"}
+        served = Served(config, tmp_path, env=env)
         try:
             await served.ready()
             assert await rcpt_replies(served.smtp_port, 4) == ["250", "250", "250", "452"]
@@ -214,6 +219,19 @@ async def test_sighup_reloads_safe_keys_and_keeps_old_config_when_invalid(
             assert await served.wait(30) == 0, served.text()
         finally:
             served.kill()
+    messages = []
+    with notify:
+        while True:
+            try:
+                messages.append(notify.recv(4096).decode())
+            except BlockingIOError:
+                break
+    # systemd Type=notify: ready, watchdog pings, two reloads, then stopping.
+    assert messages[0].startswith("READY=1\nSTATUS=serving roles smtp,web,delivery")
+    assert "WATCHDOG=1" in messages
+    assert sum(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in messages) == 2
+    assert messages.count("READY=1") == 2
+    assert messages[-1] == "STOPPING=1\nSTATUS=draining"
     # log.level = "warning" took effect: the later sessions left no INFO line.
     assert len(served.events("smtp.session")) == sessions
     assert served.proc.returncode == 0
