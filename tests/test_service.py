@@ -139,9 +139,11 @@ async def test_second_signal_exits_at_once(tmp_path: Path, db_url: str) -> None:
     login = await tenant_with_login(db_url)
     async with RecordingServer() as mx:
         mx.data_delay_s = 30.0  # the delivery is still in flight when we stop
-        served = Served(write_config(tmp_path, db_url, mx.port), tmp_path)
+        config = write_config(tmp_path, db_url, mx.port)
+        served = Served(config, tmp_path, "--loop", "asyncio")  # the stock loop works too
         try:
             await served.ready()
+            assert served.events("service.starting")[0]["loop"] == "asyncio"
             assert (await _send(served.smtp_port, login, "r1@dest.example")).startswith("250")
             await _wait_state(db_url, "r1@dest.example", "sending")
             client, _ = await SmtpClient.connect(served.smtp_port)
