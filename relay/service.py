@@ -13,7 +13,7 @@ import asyncio
 import importlib
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from relay import log, metrics, reloading, sdnotify
@@ -24,7 +24,7 @@ from relay.store.db import Database, check_schema, upgrade
 
 QUEUE_GAUGES_S = 15.0  # how often the web role re-reads queue depth for /metrics
 
-Role = Callable[[Config, Database, asyncio.Event], Awaitable[None]]
+Role = Callable[[Config, Database, asyncio.Event], Coroutine[Any, Any, None]]
 
 # role name → "module:function"; a role whose module does not exist yet is refused.
 ROLE_ENTRY_POINTS = {
