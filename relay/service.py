@@ -14,7 +14,7 @@ import importlib
 import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from relay import log, metrics, reloading, sdnotify
 from relay.config import Config, split_hostport
@@ -100,11 +100,13 @@ async def run(
         kind = type(loop).__module__.split(".")[0]  # 'uvloop' or 'asyncio'
         logger.info("service.starting", roles=list(roles), loop=kind)
         async with asyncio.TaskGroup() as group:
+            stops = [RoleStop() for _ in entry_points]
             role_tasks = [
-                group.create_task(role(config, db, stopping), name=f"role:{name}")
-                for name, role in entry_points.items()
+                group.create_task(role(config, db, stop), name=f"role:{name}")
+                for (name, role), stop in zip(entry_points.items(), stops, strict=True)
             ]
-            await asyncio.sleep(0)  # let the roles bind their listeners first
+            for stop, task in zip(stops, role_tasks, strict=True):
+                await _serving(stop, task)  # listeners bound before systemd hears READY
             sdnotify.notify("READY=1", f"STATUS=serving roles {','.join(roles)}")
             if (interval := sdnotify.watchdog_interval_s()) is not None:
                 group.create_task(_watchdog(interval, stopping), name="watchdog")
@@ -115,6 +117,8 @@ async def run(
                     _serve_metrics(config.service.metrics_listen, stopping), name="metrics"
                 )
             await stopping.wait()
+            for stop in stops:
+                stop.set()
             sdnotify.notify("STOPPING=1", "STATUS=draining")
             _, late = await asyncio.wait(role_tasks, timeout=config.service.drain_timeout)
             if late:
@@ -143,6 +147,28 @@ async def run(
         await db.dispose()
     logger.info("service.stopped", forced=forced)
     return 1 if forced else 0
+
+
+class RoleStop(asyncio.Event):
+    """A role's stop signal. A role waits for it once it serves (listeners bound, first
+    lease loop running), so its first `wait()` also tells the service the role is up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.serving = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.serving.set()
+        return await super().wait()
+
+
+async def _serving(stop: RoleStop, task: asyncio.Task[None]) -> None:
+    """Until the role serves, or ends (a role that fails to start fails the TaskGroup)."""
+    waiter = asyncio.ensure_future(stop.serving.wait())
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 async def _watchdog(interval_s: float, stopping: asyncio.Event) -> None:

@@ -192,6 +192,20 @@ async def test_sighup_reloads_safe_keys_and_keeps_old_config_when_invalid(
         env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "2000000"}
         served = Served(config, tmp_path, env=env)
         try:
+            # READY=1 only once the listeners are bound: connect at once, no retry.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    first = notify.recv(4096).decode()
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < deadline and served.proc.poll() is None
+                    await asyncio.sleep(0.01)
+            assert first.startswith("READY=1")
+            _, writer = await asyncio.open_connection("127.0.0.1", served.smtp_port)
+            writer.close()
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(f"http://127.0.0.1:{served.http_port}/healthz")).is_success
             await served.ready()
             assert await rcpt_replies(served.smtp_port, 4) == ["250", "250", "250", "452"]
             # A reloadable key, one that needs a restart, and a quieter log level.
@@ -221,7 +235,7 @@ async def test_sighup_reloads_safe_keys_and_keeps_old_config_when_invalid(
             assert await served.wait(30) == 0, served.text()
         finally:
             served.kill()
-    messages = []
+    messages = [first]
     with notify:
         while True:
             try:
