@@ -312,6 +312,12 @@ class RetentionConfig(_Section):
 
 class ServiceConfig(_Section):
     drain_timeout: Duration = 30.0  # after SIGTERM: how long roles may drain before cancel
+    metrics_listen: str = ""  # HOST:PORT for /metrics without the web role; empty = none
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _metrics_listen(cls, value: str) -> str:
+        return _check_hostport(value) if value else value
 
 
 class LogConfig(_Section):

@@ -9,10 +9,13 @@ A leaf: imports nothing from relay.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Mapping
 from typing import TypeVar
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 T = TypeVar("T")
@@ -125,3 +128,43 @@ def set_queue(by_state: Mapping[str, int], oldest_age_s: float | None) -> None:
         queue_depth.labels(state).set(count)
     queue_oldest_age_seconds.set(oldest_age_s or 0)
     queue_read_at.set_to_current_time()
+
+
+def generate_latest() -> bytes:
+    """The registry in Prometheus text format (what /metrics serves)."""
+    return prometheus_client.generate_latest(REGISTRY)
+
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One HTTP/1.0-style exchange: GET /metrics → the registry; anything else → 404."""
+    try:
+        async with asyncio.timeout(10):
+            request = await reader.readline()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass  # headers: nothing in them matters here
+        parts = request.split()
+        ok = len(parts) >= 2 and parts[0] == b"GET" and parts[1].split(b"?")[0] == b"/metrics"
+        body = generate_latest() if ok else b"not found\n"
+        head = (
+            f"HTTP/1.1 {'200 OK' if ok else '404 Not Found'}\r\n"
+            f"Content-Type: {prometheus_client.CONTENT_TYPE_LATEST if ok else 'text/plain'}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        writer.write(head.encode() + body)
+        await writer.drain()
+    except (TimeoutError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def serve(host: str, port: int, stopping: asyncio.Event) -> None:
+    """/metrics on its own port until `stopping` (processes without the web role)."""
+    server = await asyncio.start_server(_answer, host, port)
+    try:
+        await stopping.wait()
+    finally:
+        server.close()
+        await server.wait_closed()

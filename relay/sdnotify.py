@@ -18,6 +18,7 @@ def notify(*fields: str) -> bool:
     if address.startswith("@"):
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.setblocking(False)  # a full socket buffer must never stall the event loop
         try:
             sock.connect(address)
             sock.sendall("\n".join(fields).encode())

@@ -3,7 +3,8 @@
 Each role is a coroutine `run(config, db, stopping)` that serves until the `stopping` event
 is set, then drains and returns. SIGTERM/SIGINT set it; a second signal cancels at once.
 SIGHUP re-reads the config and applies the keys in `relay.reloading.RELOADABLE`. A process
-with the web role also refreshes the queue gauges of /metrics from the database.
+with the web role (or `service.metrics_listen`) also refreshes the queue gauges of /metrics
+from the database.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import importlib
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal
 
 from relay import log, metrics, reloading, sdnotify
-from relay.config import Config
+from relay.config import Config, split_hostport
 from relay.errors import ConfigError, RelayError
 from relay.store import status
 from relay.store.db import Database, check_schema, upgrade
 
 QUEUE_GAUGES_S = 15.0  # how often the web role re-reads queue depth for /metrics
 
-Role = Callable[[Config, Database, asyncio.Event], Awaitable[None]]
+Role = Callable[[Config, Database, asyncio.Event], Coroutine[Any, Any, None]]
 
 # role name → "module:function"; a role whose module does not exist yet is refused.
 ROLE_ENTRY_POINTS = {
@@ -105,17 +108,25 @@ async def run(
         kind = type(loop).__module__.split(".")[0]  # 'uvloop' or 'asyncio'
         logger.info("service.starting", roles=list(roles), loop=kind)
         async with asyncio.TaskGroup() as group:
+            stops = [RoleStop() for _ in entry_points]
             role_tasks = [
-                group.create_task(role(config, db, stopping), name=f"role:{name}")
-                for name, role in entry_points.items()
+                group.create_task(role(config, db, stop), name=f"role:{name}")
+                for (name, role), stop in zip(entry_points.items(), stops, strict=True)
             ]
-            await asyncio.sleep(0)  # let the roles bind their listeners first
+            for stop, task in zip(stops, role_tasks, strict=True):
+                await _serving(stop, task)  # listeners bound before systemd hears READY
             sdnotify.notify("READY=1", f"STATUS=serving roles {','.join(roles)}")
             if (interval := sdnotify.watchdog_interval_s()) is not None:
                 group.create_task(_watchdog(interval, stopping), name="watchdog")
-            if "web" in entry_points:
+            if "web" in entry_points or config.service.metrics_listen:
                 group.create_task(_queue_gauges(db, stopping), name="queue-gauges")
+            if config.service.metrics_listen:
+                group.create_task(
+                    _serve_metrics(config.service.metrics_listen, stopping), name="metrics"
+                )
             await stopping.wait()
+            for stop in stops:
+                stop.set()
             sdnotify.notify("STOPPING=1", "STATUS=draining")
             _, late = await asyncio.wait(role_tasks, timeout=config.service.drain_timeout)
             if late:
@@ -146,6 +157,28 @@ async def run(
     return 1 if forced else 0
 
 
+class RoleStop(asyncio.Event):
+    """A role's stop signal. A role waits for it once it serves (listeners bound, first
+    lease loop running), so its first `wait()` also tells the service the role is up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.serving = asyncio.Event()
+
+    async def wait(self) -> Literal[True]:
+        self.serving.set()
+        return await super().wait()
+
+
+async def _serving(stop: RoleStop, task: asyncio.Task[None]) -> None:
+    """Until the role serves, or ends (a role that fails to start fails the TaskGroup)."""
+    waiter = asyncio.ensure_future(stop.serving.wait())
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
 async def _watchdog(interval_s: float, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
         sdnotify.notify("WATCHDOG=1")
@@ -158,6 +191,15 @@ async def _watchdog(interval_s: float, stopping: asyncio.Event) -> None:
 def reload(current: Config, load_config: Callable[[], Config]) -> Config:
     """SIGHUP: the config to run with from now on; the old one when the new is invalid."""
     say = log.get("relay.service")
+    usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+    sdnotify.notify("RELOADING=1", f"MONOTONIC_USEC={usec}")
+    try:
+        return _reload(current, load_config, say)
+    finally:
+        sdnotify.notify("READY=1")
+
+
+def _reload(current: Config, load_config: Callable[[], Config], say: Any) -> Config:
     try:
         new = load_config()
         merged, applied, restart = reloading.merge(current, new)
@@ -187,3 +229,11 @@ async def _queue_gauges(db: Database, stopping: asyncio.Event) -> None:
             await asyncio.wait_for(stopping.wait(), QUEUE_GAUGES_S)
         except TimeoutError:
             pass
+
+
+async def _serve_metrics(address: str, stopping: asyncio.Event) -> None:
+    host, port = split_hostport(address)
+    try:
+        await metrics.serve(host, port, stopping)
+    except OSError as e:
+        raise ConfigError("service.metrics_listen", f"cannot listen: {e.strerror or e}") from None

@@ -35,6 +35,7 @@ def write_config(
     smtp: str = "",
     log_level: str = "debug",
     keep_ports_of: Path | None = None,
+    service: str = "",
 ) -> Path:
     """The config file; `smtp` adds lines to [smtp]; `keep_ports_of` rewrites in place."""
     smtp_port, http_port = ports(keep_ports_of) if keep_ports_of else (free_port(), free_port())
@@ -44,7 +45,7 @@ def write_config(
     path.write_text(
         f'data_dir = "{tmp_path}/var"\n'
         f'[log]\nlevel = "{log_level}"\nformat = "json"\n'
-        f'[service]\ndrain_timeout = "15s"\n'
+        f'[service]\ndrain_timeout = "15s"\n{service}\n'
         f'[smtp]\nlisten = ["127.0.0.1:{smtp_port}"]\n{smtp}\n'
         f'[http]\nlisten = "127.0.0.1:{http_port}"\n'
         f'public_url = "http://127.0.0.1:{http_port}"\nevent_flush_interval = "1h"\n'
@@ -67,16 +68,19 @@ def ports(config: Path) -> tuple[int, int]:
 class Served:
     """`relay serve` as a child process; `logs()` parses what it printed so far."""
 
-    def __init__(self, config: Path, cwd: Path, *args: str) -> None:
+    def __init__(
+        self, config: Path, cwd: Path, *args: str, env: dict[str, str] | None = None
+    ) -> None:
         self.config = config
         self.smtp_port, self.http_port = ports(config)
         self.log_path = cwd / f"serve-{time.monotonic_ns()}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
+        full_env.update(env or {})
         self._out = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "relay", "-c", str(config), "serve", *args],
             cwd=cwd,
-            env=env,
+            env=full_env,
             stdout=self._out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

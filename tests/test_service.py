@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,9 +139,11 @@ async def test_second_signal_exits_at_once(tmp_path: Path, db_url: str) -> None:
     login = await tenant_with_login(db_url)
     async with RecordingServer() as mx:
         mx.data_delay_s = 30.0  # the delivery is still in flight when we stop
-        served = Served(write_config(tmp_path, db_url, mx.port), tmp_path)
+        config = write_config(tmp_path, db_url, mx.port)
+        served = Served(config, tmp_path, "--loop", "asyncio")  # the stock loop works too
         try:
             await served.ready()
+            assert served.events("service.starting")[0]["loop"] == "asyncio"
             assert (await _send(served.smtp_port, login, "r1@dest.example")).startswith("250")
             await _wait_state(db_url, "r1@dest.example", "sending")
             client, _ = await SmtpClient.connect(served.smtp_port)
@@ -183,8 +186,26 @@ async def test_sighup_reloads_safe_keys_and_keeps_old_config_when_invalid(
 
     async with RecordingServer() as mx:
         config = write_config(tmp_path, db_url, mx.port, smtp="max_recipients = 3")
-        served = Served(config, tmp_path)
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(tmp_path / "notify.sock"))
+        notify.setblocking(False)
+        env = {"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "2000000"}
+        served = Served(config, tmp_path, env=env)
         try:
+            # READY=1 only once the listeners are bound: connect at once, no retry.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    first = notify.recv(4096).decode()
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < deadline and served.proc.poll() is None
+                    await asyncio.sleep(0.01)
+            assert first.startswith("READY=1")
+            _, writer = await asyncio.open_connection("127.0.0.1", served.smtp_port)
+            writer.close()
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(f"http://127.0.0.1:{served.http_port}/healthz")).is_success
             await served.ready()
             assert await rcpt_replies(served.smtp_port, 4) == ["250", "250", "250", "452"]
             # A reloadable key, one that needs a restart, and a quieter log level.
@@ -214,6 +235,19 @@ async def test_sighup_reloads_safe_keys_and_keeps_old_config_when_invalid(
             assert await served.wait(30) == 0, served.text()
         finally:
             served.kill()
+    messages = [first]
+    with notify:
+        while True:
+            try:
+                messages.append(notify.recv(4096).decode())
+            except BlockingIOError:
+                break
+    # systemd Type=notify: ready, watchdog pings, two reloads, then stopping.
+    assert messages[0].startswith("READY=1\nSTATUS=serving roles smtp,web,delivery")
+    assert "WATCHDOG=1" in messages
+    assert sum(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in messages) == 2
+    assert messages.count("READY=1") == 2
+    assert messages[-1] == "STOPPING=1\nSTATUS=draining"
     # log.level = "warning" took effect: the later sessions left no INFO line.
     assert len(served.events("smtp.session")) == sessions
     assert served.proc.returncode == 0

@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ctx = Context(config_path=args.config, json=getattr(args, "json", False))
     try:
-        factory = getattr(args, "loop_factory", lambda: None)()  # serve: uvloop when installed
+        factory = getattr(args, "loop_factory", lambda _: None)(args)  # serve: uvloop
         with asyncio.Runner(loop_factory=factory) as runner:
             return int(runner.run(args.handler(args, ctx)) or 0)
     except ConfigError as e:

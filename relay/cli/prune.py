@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
-
-from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from relay.cli._args import command
 from relay.cli._context import Context
 from relay.cli._output import emit_one
+from relay.cli._progress import progress
 from relay.store.retention import prune
 
 
@@ -31,19 +29,19 @@ async def run_prune(args: argparse.Namespace, ctx: Context) -> int:
     r = ctx.config.retention
     messages_days = args.messages_days or r.messages_days
     events_days = args.events_days or r.events_days
-    show = sys.stderr.isatty() and not args.json
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), disable=not show, transient=True
-    ) as bar:
-        task = bar.add_task("pruning…")
-        done = {"bodies": 0, "events": 0}
+    done = {"bodies": 0, "events": 0}
 
-        def progress(kind: str, n: int) -> None:
+    def describe() -> str:
+        return f"pruned {done['bodies']} bodies, {done['events']} events"
+
+    with progress(describe, enabled=not args.json) as refresh:
+
+        def counted(kind: str, n: int) -> None:
             done[kind] += n
-            bar.update(task, description=f"pruned {done['bodies']} bodies, {done['events']} events")
+            refresh()
 
         async with ctx.database() as db:
-            result = await prune(db, messages_days, events_days, args.batch, progress=progress)
+            result = await prune(db, messages_days, events_days, args.batch, progress=counted)
     record = {
         "bodies": result.bodies,
         "events": result.events,

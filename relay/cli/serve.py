@@ -23,6 +23,12 @@ def register(sub: Any) -> None:
         help="roles to run on this machine, separated by commas or dashes "
         f"(default: all of {','.join(ROLES)})",
     )
+    p.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default), or asyncio's own",
+    )
     p.set_defaults(loop_factory=loop_factory)
 
 
@@ -43,10 +49,14 @@ async def run_serve(args: argparse.Namespace, ctx: Context) -> int:
     return await service.run(ctx.config, roles, lambda: config_module.load(ctx.config_path))
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory(args: argparse.Namespace) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed (one loop for every role), else asyncio's own."""
+    if args.loop == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:
+        if args.loop == "uvloop":
+            raise ConfigError("--loop", "uvloop is not installed (pip install uvloop)") from None
         return None
     return uvloop.new_event_loop

@@ -8,7 +8,9 @@ from typing import Any
 from relay.cli._args import command
 from relay.cli._context import Context
 from relay.cli._output import print_json, print_table
+from relay.errors import StoreUnavailable
 from relay.store import status as store
+from relay.store.db import ping
 
 
 def register(sub: Any) -> None:
@@ -35,8 +37,21 @@ def _age(seconds: int | None) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
+def _ago(seconds: int | None) -> str:
+    return "none yet" if seconds is None else f"{_age(seconds)} ago"
+
+
 async def run_status(args: argparse.Namespace, ctx: Context) -> int:
     async with ctx.database(check=False) as db:
+        try:
+            await ping(db.engine)
+        except StoreUnavailable as e:
+            # The first thing an operator needs to know, in the same shape as a full report.
+            if args.json:
+                print_json({"database": {"reachable": False, "error": str(e)}})
+            else:
+                print(f"database: UNREACHABLE: {e}")
+            return 1
         report = await store.gather(db)
     limits = {a.name: a.daily_limit for a in ctx.config.delivery.accounts}
     for account in report["accounts"]:
@@ -49,7 +64,7 @@ async def run_status(args: argparse.Namespace, ctx: Context) -> int:
     schema = "current" if d["current"] else f"at {d['revision']}, code expects {d['head']}"
     print(
         f"database: reachable in {d['query_ms']} ms, schema {schema}; newest message "
-        f"{_age(d['newest_message_age_s'])} ago, newest event {_age(d['newest_event_age_s'])} ago"
+        f"{_ago(d['newest_message_age_s'])}, newest event {_ago(d['newest_event_age_s'])}"
     )
     print(f"queue: {q['in_queue']} in the queue; oldest queued {_age(q['oldest_queued_age_s'])}")
     for state, count in q["by_state"].items():

@@ -15,6 +15,7 @@ from relay.addresses import InvalidAddress, normalize
 from relay.cli._args import command, group
 from relay.cli._context import Context
 from relay.cli._output import emit, emit_one, print_json, warn
+from relay.cli._progress import progress
 from relay.config import parse_duration
 from relay.model import SuppressionReason
 from relay.store import suppressions as store
@@ -183,19 +184,21 @@ async def suppressions_export(args: argparse.Namespace, ctx: Context) -> int:
         names = await _names(db)
         records: list[dict[str, Any]] = []
         after = 0
-        async with db.read() as conn:
-            while True:
-                page = await store.list_page(
-                    conn,
-                    scope=scope,
-                    after_id=after,
-                    limit=PAGE,
-                    include_expired=args.include_expired,
-                )
-                records.extend(_record(s, names) for s in page)
-                if len(page) < PAGE:
-                    break
-                after = page[-1].id
+        with progress(lambda: f"read {len(records)} suppressions") as refresh:
+            async with db.read() as conn:
+                while True:
+                    page = await store.list_page(
+                        conn,
+                        scope=scope,
+                        after_id=after,
+                        limit=PAGE,
+                        include_expired=args.include_expired,
+                    )
+                    records.extend(_record(s, names) for s in page)
+                    refresh()
+                    if len(page) < PAGE:
+                        break
+                    after = page[-1].id
     if args.format == "json":
         print_json(records)
         return 0

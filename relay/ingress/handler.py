@@ -240,6 +240,12 @@ class SubmissionSMTP(SMTP):
                 shared.connections.pop(self.peer_ip, None)
         super().connection_lost(error)
 
+    def eof_received(self) -> bool | None:
+        # aiosmtpd cancels the session on EOF; close now. Under uvloop a client that connects
+        # and leaves at once would otherwise hold its connection slot until idle_timeout.
+        super().eof_received()
+        return False
+
     def _trusted(self) -> bool:
         try:
             ip = ipaddress.ip_address(self.peer_ip)
