@@ -1,0 +1,72 @@
+"""Where relay's CPU goes, from a py-spy speedscope file: busy share, by module and function.
+
+Input: the speedscope JSON that `python -m bench --profile` records. Output: plain dicts for
+the result JSON (and `python -m bench.profile FILE` prints them). Samples whose innermost
+frame is the event loop waiting in epoll are idle and left out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+IDLE = {"select", "EpollSelector.select", "poll", "wait", "_wait_for_tstate_lock", "Condition.wait"}
+
+
+def module_of(path: str) -> str:
+    """relay.store, sqlalchemy, email … from a frame's file name."""
+    if m := re.search(r"site-packages/([^/]+)", path):
+        return m.group(1).removesuffix(".py")
+    if m := re.search(r"/relay/([^/]+)", path):
+        return "relay." + m.group(1).removesuffix(".py")
+    if m := re.search(r"/lib/python3\.\d+/([^/]+)", path):
+        return m.group(1).removesuffix(".py")
+    return path.rsplit("/", 1)[-1] or "?"
+
+
+def summarize(path: Path, top: int = 15) -> dict[str, Any]:
+    doc = json.loads(path.read_text())
+    frames = doc["shared"]["frames"]
+    total = busy = 0.0
+    by_module: Counter[str] = Counter()
+    self_fn: Counter[str] = Counter()
+    incl_fn: Counter[str] = Counter()
+    for profile in doc["profiles"]:
+        for stack, weight in zip(profile["samples"], profile["weights"], strict=True):
+            total += weight
+            if not stack or frames[stack[-1]]["name"] in IDLE:
+                continue
+            busy += weight
+            leaf = frames[stack[-1]]
+            by_module[module_of(leaf["file"])] += weight
+            self_fn[f"{leaf['name']} ({module_of(leaf['file'])})"] += weight
+            seen = {f"{frames[i]['name']} ({module_of(frames[i]['file'])})" for i in stack}
+            for name in seen:
+                incl_fn[name] += weight
+
+    def share(counter: Counter[str]) -> list[list[Any]]:
+        return [[k, round(100 * v / busy, 1)] for k, v in counter.most_common(top)] if busy else []
+
+    return {
+        "file": str(path),
+        "sampled_s": round(total, 2),
+        "busy_s": round(busy, 2),
+        "self_by_module_pct": share(by_module),
+        "self_by_function_pct": share(self_fn),
+        "inclusive_by_function_pct": share(incl_fn),
+    }
+
+
+def render(summary: dict[str, Any]) -> str:
+    lines = [f"{summary['file']}: busy {summary['busy_s']} s of {summary['sampled_s']} s sampled"]
+    for key, title in (
+        ("self_by_module_pct", "self time by module"),
+        ("self_by_function_pct", "self time by function"),
+        ("inclusive_by_function_pct", "inclusive time by function"),
+    ):
+        lines.append(f"  {title}:")
+        lines += [f"    {pct:5.1f}%  {name}" for name, pct in summary[key]]
+    return "\n".join(lines)
