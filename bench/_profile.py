@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+# Frames every busy sample passes through (the loop, threads, the entry point) say nothing.
+PLUMBING = {"asyncio", "threading", "concurrent", "<frozen runpy>", "relay.__main__", "relay.cli"}
 IDLE = {"select", "EpollSelector.select", "poll", "wait", "_wait_for_tstate_lock", "Condition.wait"}
 
 
@@ -43,7 +45,11 @@ def summarize(path: Path, top: int = 15) -> dict[str, Any]:
             leaf = frames[stack[-1]]
             by_module[module_of(leaf["file"])] += weight
             self_fn[f"{leaf['name']} ({module_of(leaf['file'])})"] += weight
-            seen = {f"{frames[i]['name']} ({module_of(frames[i]['file'])})" for i in stack}
+            seen = {
+                f"{frames[i]['name']} ({module_of(frames[i]['file'])})"
+                for i in stack
+                if module_of(frames[i]["file"]) not in PLUMBING
+            }
             for name in seen:
                 incl_fn[name] += weight
 
