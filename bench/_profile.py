@@ -1,4 +1,4 @@
-"""Where relay's CPU goes, from a py-spy speedscope file: busy share, by module and function.
+"""py-spy on relay during a run, and where its CPU went: busy share by module and function.
 
 Input: the speedscope JSON that `python -m bench --profile` records. Output: plain dicts for
 the result JSON (and `python -m bench.profile FILE` prints them). Samples whose innermost
@@ -8,7 +8,13 @@ frame is the event loop waiting in epoll are idle and left out.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -76,3 +82,28 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"  {title}:")
         lines += [f"    {pct:5.1f}%  {name}" for name, pct in summary[key]]
     return "\n".join(lines)
+
+
+class Profiler:
+    """py-spy attached to a running relay for the measured phase; speedscope output."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not os.path.exists(exe):
+            raise RuntimeError("--profile needs py-spy: pip install -e '.[bench]'")
+        self.out = out
+        self.proc = subprocess.Popen(
+            [exe, "record", "--pid", str(pid), "--format", "speedscope", "--nonblocking",
+             "--rate", "100", "-o", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        time.sleep(0.5)  # let it attach before the traffic starts
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()

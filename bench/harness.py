@@ -182,7 +182,7 @@ def measure(
         roots = mta.pids() if mta else []
         db_pids = _proc.find_pids(("mariadbd", "mysqld")) if case.database == "mysql" else []
         if profile is not None and roots:
-            profiler = _mta.Profiler(roots[0], profile)
+            profiler = _profile.Profiler(roots[0], profile)
             stack.callback(profiler.stop)
         cpu0 = _proc.cpu_s(_proc.tree(roots)) if roots else 0.0
         db0 = _proc.cpu_s(db_pids)
