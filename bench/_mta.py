@@ -373,27 +373,3 @@ format = "json"
                 mysql_drop(self.mysql_url, self.mysql_name)
                 self.mysql_name = ""
 
-
-class Profiler:
-    """py-spy attached to a running relay for the measured phase; speedscope output."""
-
-    def __init__(self, pid: int, out: Path) -> None:
-        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        if not os.path.exists(exe):
-            raise RuntimeError("--profile needs py-spy: pip install -e '.[bench]'")
-        self.out = out
-        self.proc = subprocess.Popen(
-            [exe, "record", "--pid", str(pid), "--format", "speedscope", "--nonblocking",
-             "--rate", "100", "-o", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        time.sleep(0.5)  # let it attach before the traffic starts
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()

@@ -53,6 +53,10 @@ def _cell(s: dict[str, float] | None, digits: int = 0) -> str:
     return f"{fmt.format(s['median'])} ({fmt.format(s['min'])}–{fmt.format(s['max'])})"
 
 
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def table(cases: list[dict[str, Any]]) -> str:
     rows = [
         "| case | size | sessions | accepted msg/s | end-to-end msg/s | × Postfix accept "
@@ -68,8 +72,7 @@ def table(cases: list[dict[str, Any]]) -> str:
         rows.append(
             f"| {c['label']}{note} | {c['size'] // 1000} KB | {c['sessions']} "
             f"| {_cell(s.get('accept_per_s'))} | {_cell(s.get('e2e_per_s'))} "
-            f"| {vs.get('accept', '–') if vs.get('accept') is not None else '–'} "
-            f"| {vs.get('e2e', '–') if vs.get('e2e') is not None else '–'} "
+            f"| {_ratio(vs.get('accept'))} | {_ratio(vs.get('e2e'))} "
             f"| {_cell(s.get('cpu_s_per_1000'), 2)} | {_cell(s.get('peak_rss_mb'))} "
             f"| {_cell(s.get('peak_pss_mb'))} |"
         )

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import _mta, _proc, _report, _traffic
+from bench import _mta, _proc, _profile, _report, _traffic
 
 REPO = Path(__file__).resolve().parent.parent
 MYSQL_URL = os.environ.get("RELAY_BENCH_MYSQL_URL", "mysql+aiomysql://root@127.0.0.1/")
@@ -158,7 +158,10 @@ def measure(
 ) -> dict[str, Any]:
     """One run: fresh sink and MTA, smtp-source's load, wait until the sink has everything."""
     sink_port, port = _proc.free_port(), _proc.free_port()
-    result: dict[str, Any] = {"ports": {"sink": sink_port}, "messages": args.count}
+    result: dict[str, Any] = {
+        "ports": {"sink": sink_port}, "messages": args.count,
+        "loadavg_1m": round(os.getloadavg()[0], 2),  # the machine's load as this run began
+    }  # fmt: skip
     with contextlib.ExitStack() as stack:
         sink = _mta.Sink(sink_port)
         stack.callback(sink.stop)
@@ -179,7 +182,7 @@ def measure(
         roots = mta.pids() if mta else []
         db_pids = _proc.find_pids(("mariadbd", "mysqld")) if case.database == "mysql" else []
         if profile is not None and roots:
-            profiler = _mta.Profiler(roots[0], profile)
+            profiler = _profile.Profiler(roots[0], profile)
             stack.callback(profiler.stop)
         cpu0 = _proc.cpu_s(_proc.tree(roots)) if roots else 0.0
         db0 = _proc.cpu_s(db_pids)
@@ -215,12 +218,13 @@ def measure(
 
 @contextlib.contextmanager
 def _signals_as_exit() -> Iterator[None]:
-    """SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` stops what it started."""
+    """SIGINT/SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` stops what it started."""
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: started in the background by a shell, a process inherits SIGINT ignored.
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
@@ -259,41 +263,61 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "sessions": args.sessions, "timeout_s": args.timeout,
             "relay_log_level": args.relay_log_level, "profile": args.profile,
         },
-        "cases": records, "profiles": [], "plot": None,
+        "cases": records, "profiles": [], "plot": None, "interrupted": False,
     }  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp, _signals_as_exit():
-        scratch_root = Path(tmp)
-        os.chmod(scratch_root, 0o755)  # Postfix daemons run as the postfix user
-        files = {}
-        for size in args.sizes:
-            files[size] = scratch_root / f"message-{size}.eml"
-            files[size].write_bytes(_traffic.message(size))
-        for n in range(args.runs):
-            for case, record in zip(all_cases, records, strict=True):
-                if record["skipped"]:
-                    continue
-                scratch = scratch_root / f"{case.key}-{n}"
-                profile = None
-                if args.profile and case.system == "relay" and n == 0:
-                    profile = args.out / f"{stamp}-{case.key}.speedscope.json"
-                print(f"run {n + 1}/{args.runs}  {case.label:32} {case.size // 1000:>3} KB "
-                      f"{case.sessions:>3} sessions … ", end="", flush=True)  # fmt: skip
-                try:
-                    result = measure(case, args, scratch, files[case.size], profile)
-                except Exception as e:  # recorded with the run; the other cases go on
-                    if case.database == "mysql" and "2003" in str(e):
-                        record["skipped"] = "MariaDB unreachable"
-                    result = {"complete": False, "error": f"{type(e).__name__}: {e}"}
-                finally:
-                    shutil.rmtree(scratch, ignore_errors=True)
-                record["runs"].append(result)
-                if profile is not None and profile.exists():
-                    document["profiles"].append(str(profile))
-                print(_progress(result), flush=True)
+    path = args.out / f"{stamp}.json"
+    try:
+        with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp, _signals_as_exit():
+            _run_all(args, all_cases, document, Path(tmp), stamp, path)
+    except KeyboardInterrupt:  # everything was stopped on the way out; keep what was measured
+        document["interrupted"] = True
+    _finish(document, args, path, stamp)
+    document["path"] = str(path)
+    return document
+
+
+def _run_all(
+    args: argparse.Namespace, all_cases: list[Case], document: dict[str, Any], scratch_root: Path,
+    stamp: str, path: Path,
+) -> None:  # fmt: skip
+    records = document["cases"]
+    os.chmod(scratch_root, 0o755)  # Postfix daemons run as the postfix user
+    files = {}
+    for size in args.sizes:
+        files[size] = scratch_root / f"message-{size}.eml"
+        files[size].write_bytes(_traffic.message(size))
+    for n in range(args.runs):
+        for case, record in zip(all_cases, records, strict=True):
+            if record["skipped"]:
+                continue
+            scratch = scratch_root / f"{case.key}-{n}"
+            profile = None
+            if args.profile and case.system == "relay" and n == 0:
+                profile = args.out / f"{stamp}-{case.key}.speedscope.json"
+            print(f"run {n + 1}/{args.runs}  {case.label:32} {case.size // 1000:>3} KB "
+                  f"{case.sessions:>3} sessions … ", end="", flush=True)  # fmt: skip
+            try:
+                result = measure(case, args, scratch, files[case.size], profile)
+            except Exception as e:  # recorded with the run; the other cases go on
+                if case.database == "mysql" and "2003" in str(e):
+                    record["skipped"] = "MariaDB unreachable"
+                result = {"complete": False, "error": f"{type(e).__name__}: {e}"}
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            record["runs"].append(result)
+            if profile is not None and profile.exists():
+                document["profiles"].append(_profile.summarize(profile))
+            print(_progress(result), flush=True)
+            # A checkpoint after every run: a long benchmark cut short still leaves its data.
+            path.write_text(json.dumps(document, indent=1) + "\n")
+
+
+def _finish(document: dict[str, Any], args: argparse.Namespace, path: Path, stamp: str) -> None:
+    records = document["cases"]
     document["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     document["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     _report.summarize(records)
-    if not args.no_plot:
+    if not args.no_plot and any(c["runs"] for c in records):
         png = args.out / f"{stamp}.png"
         title = (f"relay vs Postfix, {args.count} messages × {args.runs} runs, "
                  f"{document['started_at']}, load {document['machine']['loadavg_start'][0]}")
@@ -301,10 +325,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             document["plot"] = str(png)  # fmt: skip
         else:
             print("no plot: matplotlib is missing (pip install -e '.[bench]')", file=sys.stderr)
-    path = args.out / f"{stamp}.json"
     path.write_text(json.dumps(document, indent=1) + "\n")
-    document["path"] = str(path)
-    return document
 
 
 def _progress(result: dict[str, Any]) -> str:
@@ -320,15 +341,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     args = parser(prog).parse_args(argv)
     try:
         document = run(args)
-    except KeyboardInterrupt:
-        print("\ninterrupted: everything started was stopped", file=sys.stderr)
-        return 130
     except RuntimeError as e:  # a missing tool or similar: one line, no traceback
         print(f"bench: {e}", file=sys.stderr)
         return 1
     print()
     print(_report.table(document["cases"]))
+    for summary in document["profiles"]:
+        print("\n" + _profile.render(summary))
     print(f"\nresult: {document['path']}" + (f"\nplot: {document['plot']}" if document["plot"]
                                               else ""))  # fmt: skip
+    if document["interrupted"]:
+        print("interrupted: everything started was stopped; the result holds the runs done",
+              file=sys.stderr)  # fmt: skip
+        return 130
     failed = [c["key"] for c in document["cases"] if any(not r.get("complete") for r in c["runs"])]
     return 1 if failed else 0

@@ -117,3 +117,26 @@ def test_summary_medians_and_ratio_to_postfix() -> None:
     assert cases[1]["summary"]["complete_runs"] == 3  # the failed run is not averaged in
     assert cases[1]["vs_postfix"] == {"accept": 2.0, "e2e": 2.0}
     assert cases[2]["vs_postfix"] is None
+
+
+def test_profile_summary_leaves_out_idle_and_plumbing(tmp_path: Path) -> None:
+    from bench import _profile
+
+    frames = [
+        {"name": "BaseEventLoop.run_forever", "file": "/x/lib/python3.11/asyncio/base_events.py"},
+        {"name": "EpollSelector.select", "file": "/x/lib/python3.11/selectors.py"},
+        {"name": "commit", "file": "/v/site-packages/aiosqlite/core.py"},
+        {"name": "submit", "file": "/w/relay/intake.py"},
+    ]
+    doc = {
+        "shared": {"frames": frames},
+        "profiles": [{"samples": [[0, 1], [0, 3, 2], [0, 3, 2], [0, 3]],
+                      "weights": [0.5, 0.01, 0.01, 0.01]}],
+    }  # fmt: skip
+    path = tmp_path / "p.speedscope.json"
+    path.write_text(json.dumps(doc))
+    summary = _profile.summarize(path)
+    assert summary["busy_s"] == 0.03 and summary["sampled_s"] == 0.53
+    assert summary["self_by_module_pct"] == [["aiosqlite", 66.7], ["relay.intake", 33.3]]
+    names = [name for name, _ in summary["inclusive_by_function_pct"]]
+    assert names == ["submit (relay.intake)", "commit (aiosqlite)"]
