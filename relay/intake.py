@@ -25,7 +25,8 @@ from relay.addresses import InvalidAddress, normalize
 from relay.errors import RelayError, StoreUnavailable
 from relay.store.db import Database, describe_error, utcnow
 from relay.store.messages import NewMessage, NewRecipient, campaign_for, insert_batch
-from relay.store.suppressions import SuppressionCache
+from relay.store.suppressions import COUNTER as SUPPRESSIONS
+from relay.store.suppressions import SuppressionCache, read_counter
 from relay.store.tenants import Credential, Tenant
 
 logger = log.get("relay.intake")
@@ -132,6 +133,14 @@ def _addresses(values: list[str]) -> set[str]:
             except InvalidAddress:
                 continue
     return keys
+
+
+def may_hold_links(raw: bytes) -> bool:
+    """False when no part of the message can hold an http(s) URL: the word 'http' appears
+    nowhere, and nothing could hide it (base64 or quoted-printable parts, HTML character
+    references). Saves the MIME walk of link collection for messages without links."""
+    lowered = raw.lower()
+    return any(s in lowered for s in (b"http", b"base64", b"quoted-printable", b"&#"))
 
 
 def parse_send_at(value: str) -> datetime:
@@ -261,6 +270,8 @@ class Intake:
     def _links(self, stored: bytes, options: dict[str, Any]) -> list[str]:
         if self.collect_links is None or str(options.get("track", "")).strip().lower() == "none":
             return []
+        if not may_hold_links(stored):
+            return []
         return self.collect_links(stored)
 
     async def _campaign(self, tenant_id: int, name: str) -> tuple[int, str]:
@@ -287,9 +298,9 @@ class GroupCommitter:
         self._queue: asyncio.Queue[tuple[NewMessage, asyncio.Future[int]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0  # transactions committed (for metrics and tests)
-        # Refreshed before each batch (one tiny read unless the list changed), outside the
-        # write transaction so a reload never holds the write lock. A suppression added
-        # between refresh and commit is still caught by the scheduler before sending.
+        # Each batch reads the suppression change counter in its transaction: unchanged, the
+        # in-memory copy answers; changed, that batch asks the table and the copy is reloaded
+        # after the commit (never while holding the write lock).
         self.suppressions = SuppressionCache()
 
     async def commit(self, item: NewMessage) -> int:
@@ -308,10 +319,10 @@ class GroupCommitter:
             if not live:
                 continue
             try:
-                async with self.db.read() as conn:
-                    await self.suppressions.refresh(conn)
                 async with self.db.write() as conn:
-                    ids = await insert_batch(conn, [i for i, _ in live], self.suppressions)
+                    current = await read_counter(conn, SUPPRESSIONS) == self.suppressions.version
+                    cache = self.suppressions if current else None
+                    ids = await insert_batch(conn, [i for i, _ in live], cache)
                 self.commits += 1
             except asyncio.CancelledError:
                 for _, f in live:
@@ -327,6 +338,17 @@ class GroupCommitter:
             for (_, f), message_id in zip(live, ids, strict=True):
                 if not f.done():
                     f.set_result(message_id)
+            if not current:
+                await self._reload_suppressions()
+
+    async def _reload_suppressions(self) -> None:
+        try:
+            async with self.db.read() as conn:
+                await self.suppressions.refresh(conn)
+        except Exception as e:  # noqa: BLE001 - the next batch asks the table instead
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            logger.warning("intake.suppressions_reload_failed", error=describe_error(e))
 
     async def close(self) -> None:
         if self._task is not None:

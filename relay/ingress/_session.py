@@ -14,6 +14,7 @@ import collections
 import functools
 import inspect
 import re
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from aiosmtpd.smtp import SMTP, _AuthMechAttr
@@ -25,7 +26,9 @@ READ_LIMIT = 256 * 1024
 # A plain MAIL/RCPT argument: <dot-atom@domain> then parameters. Anything else (quoted local
 # parts, source routes, comments) goes to aiosmtpd's full parser.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_PATH = re.compile(rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>")
+_PLAIN_PATH = re.compile(
+    rf"[ \t]*<({_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*)>(?![ \t]*\()[ \t]*"
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -49,6 +52,33 @@ def _tables(
         if ehlo_version is None:
             raise RuntimeError("Unsupported EHLO Hook")
     return auth, hooks, commands, ehlo_version
+
+
+class _Bound(Mapping[str, Any]):
+    """name → bound method, bound when asked (a session uses 6 of ~20 commands)."""
+
+    __slots__ = ("_obj", "_prefix", "_names")
+
+    def __init__(self, obj: object, prefix: str, attrs: tuple[str, ...]) -> None:
+        self._obj, self._prefix = obj, prefix
+        self._names = frozenset(a[len(prefix) :] for a in attrs)
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return getattr(self._obj, self._prefix + name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return getattr(self._obj, self._prefix + name) if name in self._names else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._names))
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class FastSMTP(SMTP):
@@ -109,8 +139,8 @@ class FastSMTP(SMTP):
             mech: _AuthMechAttr(getattr(self if is_self else handler, name), is_self)
             for mech, name, is_self in auth
         }
-        self._handle_hooks = {m[7:]: getattr(handler, m) for m in hooks}
-        self._smtp_methods = {m[5:]: getattr(self, m) for m in commands}
+        self._handle_hooks = _Bound(handler, "handle_", hooks)
+        self._smtp_methods = _Bound(self, "smtp_", commands)
         self._enforce_call_limit = False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:

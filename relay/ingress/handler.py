@@ -247,12 +247,19 @@ class SubmissionSMTP(FastSMTP):
         if needs_tls and self._tls_protocol is None:
             await self.push(replies.AUTH_NEEDS_TLS)
             return
-        # The client answers challenges within the command deadline, not the idle one.
-        self._reset_timeout(self.shared.config.command_timeout)
+        self._pause_timeout()  # no deadline while we check the password
         try:
             await super().smtp_AUTH(arg)
         finally:
             self._reset_timeout()
+
+    async def challenge_auth(self, *args: Any, **kwargs: Any) -> Any:
+        # The client answers a challenge within the command deadline, not the idle one.
+        self._reset_timeout(self.shared.config.command_timeout)
+        try:
+            return await super().challenge_auth(*args, **kwargs)
+        finally:
+            self._pause_timeout()
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
