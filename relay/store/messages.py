@@ -7,6 +7,7 @@ Output: the new message ids. Side effects: inserts `messages`, `deliveries`, ups
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -178,22 +179,26 @@ async def _upsert_recipients(
     ]
     if not rows:
         return
-    if conn.dialect.name in ("mysql", "mariadb"):
+    await conn.execute(_recipients_upsert(conn.dialect.name), rows)
+
+
+@functools.cache
+def _recipients_upsert(dialect: str) -> Any:
+    """Built once: making `excluded`/`inserted` copies the column collection every time."""
+    if dialect in ("mysql", "mariadb"):
         mq = mysql_insert(recipients)
-        stmt = mq.on_duplicate_key_update(
+        return mq.on_duplicate_key_update(
             last_seen_at=mq.inserted.last_seen_at,
             messages_count=recipients.c.messages_count + mq.inserted.messages_count,
         )
-    else:
-        sq = sqlite_insert(recipients)
-        stmt = sq.on_conflict_do_update(
-            index_elements=["tenant_id", "email"],
-            set_={
-                "last_seen_at": sq.excluded.last_seen_at,
-                "messages_count": recipients.c.messages_count + sq.excluded.messages_count,
-            },
-        )
-    await conn.execute(stmt, rows)
+    sq = sqlite_insert(recipients)
+    return sq.on_conflict_do_update(
+        index_elements=["tenant_id", "email"],
+        set_={
+            "last_seen_at": sq.excluded.last_seen_at,
+            "messages_count": recipients.c.messages_count + sq.excluded.messages_count,
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)
