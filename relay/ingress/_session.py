@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import functools
 import inspect
 import re
 from collections.abc import Iterator, Mapping
@@ -31,11 +30,19 @@ _PLAIN_PATH = re.compile(
 )
 
 
-@functools.lru_cache(maxsize=64)
-def _tables(
-    cls: type[SMTP], handler_cls: type
-) -> tuple[tuple[tuple[str, str, bool], ...], tuple[str, ...], tuple[str, ...], str | None]:
-    """What aiosmtpd's __init__ finds by introspection, as attribute names."""
+_Tables = tuple[tuple[tuple[str, str, bool], ...], tuple[str, ...], tuple[str, ...], str | None]
+_TABLES: dict[tuple[type, type], _Tables] = {}
+
+
+def _tables(cls: type[SMTP], handler_cls: type) -> _Tables:
+    """What aiosmtpd's __init__ finds by introspection, as attribute names (cached)."""
+    found = _TABLES.get((cls, handler_cls))
+    if found is None:
+        found = _TABLES[(cls, handler_cls)] = _introspect(cls, handler_cls)
+    return found
+
+
+def _introspect(cls: type[SMTP], handler_cls: type) -> _Tables:
     auth = tuple(
         (getattr(func, "__auth_mechanism_name__", name[5:].replace("__", "-")), name, is_self)
         for owner, is_self in ((cls, True), (handler_cls, False))
@@ -47,7 +54,8 @@ def _tables(
     ehlo_version = None
     if "handle_EHLO" in hooks:
         # Unbound: one more parameter (self) than aiosmtpd's bound count of 5 or 4.
-        params = len(inspect.signature(handler_cls.handle_EHLO).parameters) - 1
+        hook = handler_cls.handle_EHLO  # type: ignore[attr-defined]
+        params = len(inspect.signature(hook).parameters) - 1
         ehlo_version = {5: "new", 4: "old"}.get(params)
         if ehlo_version is None:
             raise RuntimeError("Unsupported EHLO Hook")
@@ -139,14 +147,14 @@ class FastSMTP(SMTP):
             mech: _AuthMechAttr(getattr(self if is_self else handler, name), is_self)
             for mech, name, is_self in auth
         }
-        self._handle_hooks = _Bound(handler, "handle_", hooks)
-        self._smtp_methods = _Bound(self, "smtp_", commands)
+        self._handle_hooks = _Bound(handler, "handle_", hooks)  # type: ignore[assignment]
+        self._smtp_methods = _Bound(self, "smtp_", commands)  # type: ignore[assignment]
         self._enforce_call_limit = False
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         if arg and (m := _PLAIN_PATH.match(arg)):
             return m.group(1), arg[m.end() :]
-        return super()._getaddr(arg)  # type: ignore[no-any-return]
+        return super()._getaddr(arg)
 
     def _timeout_cb(self) -> None:
         # aiosmtpd just closes; RFC 5321 4.5.3.2 wants a 421 so the client knows why.
