@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +31,19 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def relay_pid(pid: int) -> int:
+    """The relay process: `pid` itself, or its child when py-spy started it."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    return int(kids[0]) if kids else pid
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_kb(pid: int) -> int:
@@ -71,7 +86,22 @@ def drop_mysql(name: str) -> None:
     conn.close()
 
 
-def run_case(database: str, size: int, sessions: int, rcpts: int, count: int) -> dict[str, object]:
+# `relay serve` started with uvloop as the event loop (the bench's choice, not relay's).
+UVLOOP_MAIN = (
+    "import asyncio, sys, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
+    "from relay.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def run_case(
+    database: str,
+    size: int,
+    sessions: int,
+    rcpts: int,
+    count: int,
+    uvloop: bool = False,
+    profile: str = "",
+) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     dropped = ""
     if database == "sqlite":
@@ -89,8 +119,13 @@ def run_case(database: str, size: int, sessions: int, rcpts: int, count: int) ->
         RELAY_SMTP__MAX_CONNECTIONS_PER_IP="1000",
         RELAY_LOG__LEVEL="warning",
     )
+    command = [sys.executable, "-c", UVLOOP_MAIN] if uvloop else [sys.executable, "-m", "relay"]
+    command += ["serve", "--role", "smtp"]
+    if profile:
+        out = str(Path(profile).resolve())
+        command = ["py-spy", "record", "-o", out, "-f", "raw", "--", *command]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "relay", "serve", "--role", "smtp"],
+        command,
         env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -108,12 +143,16 @@ def run_case(database: str, size: int, sessions: int, rcpts: int, count: int) ->
             "-r", str(rcpts), "-f", "bench@bench.example", "-t", "rcpt@example.org",
             f"127.0.0.1:{port}",
         ]
+        relay = relay_pid(proc.pid)
+        cpu_before = cpu_s(relay)
         started = time.perf_counter()
         subprocess.run(args, check=True, capture_output=True, timeout=600)
         elapsed = time.perf_counter() - started
-        rss = peak_rss_kb(proc.pid)
+        cpu = cpu_s(relay) - cpu_before
+        rss = peak_rss_kb(relay)
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(relay_pid(proc.pid), signal.SIGTERM)
         proc.wait(30)
         shutil.rmtree(tmp, ignore_errors=True)
         if dropped:
@@ -121,7 +160,8 @@ def run_case(database: str, size: int, sessions: int, rcpts: int, count: int) ->
     return {
         "database": database, "size": size, "sessions": sessions, "recipients": rcpts,
         "messages": count, "seconds": round(elapsed, 3), "msgs_per_s": round(count / elapsed, 1),
-        "peak_rss_mb": round(rss / 1024, 1),
+        "relay_cpu_ms_per_msg": round(1000 * cpu / count, 2),
+        "peak_rss_mb": round(rss / 1024, 1), "uvloop": uvloop,
     }
 
 
@@ -132,6 +172,8 @@ def main() -> int:
     parser.add_argument("--sessions", default="1,10,50")
     parser.add_argument("--recipients", default="1,10")
     parser.add_argument("--count", type=int, default=2000, help="messages per case")
+    parser.add_argument("--uvloop", action="store_true", help="run relay on uvloop")
+    parser.add_argument("--py-spy", default="", help="record a py-spy profile to this file")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if shutil.which("smtp-source") is None:
@@ -144,13 +186,17 @@ def main() -> int:
         [int(x) for x in args.recipients.split(",")],
     )
     for database, size, sessions, rcpts in grid:
-        result = run_case(database, size, sessions, rcpts, args.count)
+        result = run_case(
+            database, size, sessions, rcpts, args.count, args.uvloop, args.py_spy
+        )
         if args.json:
             print(json.dumps(result), flush=True)
         else:
             print(
                 f"{database:6} {size:>6} B  {sessions:>2} sessions  {rcpts:>2} rcpt  "
-                f"{result['msgs_per_s']:>7} msg/s  peak RSS {result['peak_rss_mb']} MB",
+                f"{result['msgs_per_s']:>7} msg/s  "
+                f"relay CPU {result['relay_cpu_ms_per_msg']} ms/msg  "
+                f"peak RSS {result['peak_rss_mb']} MB",
                 flush=True,
             )
     return 0

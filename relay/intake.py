@@ -1,7 +1,8 @@
 """Intake: turns one accepted SMTP transaction into a stored message and its deliveries.
 
 Input: the sender (tenant, credential), envelope and raw bytes. Output: `Accepted` once the
-message is committed. Parses the header once (stdlib email, policy=default), tags
+message is committed. Reads the few header fields it needs once (stdlib email for address
+lists and encoded words), tags
 recipients to/cc/bcc, reads and strips Bcc, the campaign header and X-Relay-* headers by
 editing the header bytes (the body is never re-serialized), adds a Message-ID when missing.
 Commits go through one `GroupCommitter` task: concurrent messages share a transaction.
@@ -11,13 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.headerregistry import Address as HeaderAddress
-from email.message import EmailMessage
-from email.parser import HeaderParser
 from email.policy import default as default_policy
 from typing import Any
 
@@ -26,11 +25,16 @@ from relay.addresses import InvalidAddress, normalize
 from relay.errors import RelayError, StoreUnavailable
 from relay.store.db import Database, describe_error, utcnow
 from relay.store.messages import NewMessage, NewRecipient, campaign_for, insert_batch
+from relay.store.suppressions import COUNTER as SUPPRESSIONS
+from relay.store.suppressions import SuppressionCache, read_counter
 from relay.store.tenants import Credential, Tenant
 
 logger = log.get("relay.intake")
-_parser = HeaderParser(policy=default_policy)
+# One header field with its continuation lines (group 2 keeps the folds, unfolded later).
+_FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 MAX_BATCH = 200
+_READ = {"from", "to", "cc", "subject", "message-id"}  # the header fields intake uses
 
 REPLY_SENDER_DOMAIN = "550 5.7.1 {what} domain {domain!r} is not allowed for this account"
 REPLY_STORE_DOWN = "451 4.3.0 Temporary problem storing the message, please retry later"
@@ -98,16 +102,45 @@ def strip_headers(raw: bytes, drop: set[str], drop_prefix: str) -> bytes:
     return b"".join(kept) + rest
 
 
-def _addresses(msg: EmailMessage, name: str) -> set[str]:
+def read_header(head: bytes, wanted: set[str], prefix: str) -> dict[str, list[str]]:
+    """Unfolded values of the fields named in `wanted` (lowercase) or starting with `prefix`.
+
+    Only these few fields are looked at, and nothing is decoded that need not be: a full
+    `email` parse with policy=default costs more than the rest of intake together.
+    UTF-8 header text (RFC 6532) is kept as such.
+    """
+    found: dict[str, list[str]] = {}
+    for m in _FIELD.finditer(head.decode("utf-8", "replace")):
+        name = m.group(1).lower()
+        if name in wanted or name.startswith(prefix):
+            found.setdefault(name, []).append(_FOLD.sub("", m.group(2)).strip())
+    return found
+
+
+def decoded(name: str, value: str) -> str:
+    """A header value with RFC 2047 encoded words decoded, as policy=default shows it."""
+    if "=?" not in value:
+        return value
+    return str(default_policy.header_factory(name, value))
+
+
+def _addresses(values: list[str]) -> set[str]:
     keys: set[str] = set()
-    for value in msg.get_all(name) or ():
-        for addr in getattr(value, "addresses", ()):
-            if isinstance(addr, HeaderAddress) and addr.addr_spec:
-                try:
-                    keys.add(normalize(addr.addr_spec).key)
-                except InvalidAddress:
-                    continue
+    for _, addr_spec in email.utils.getaddresses(values):
+        if addr_spec:
+            try:
+                keys.add(normalize(addr_spec).key)
+            except InvalidAddress:
+                continue
     return keys
+
+
+def may_hold_links(raw: bytes) -> bool:
+    """False when no part of the message can hold an http(s) URL: the word 'http' appears
+    nowhere, and nothing could hide it (base64 or quoted-printable parts, HTML character
+    references). Saves the MIME walk of link collection for messages without links."""
+    lowered = raw.lower()
+    return any(s in lowered for s in (b"http", b"base64", b"quoted-printable", b"&#"))
 
 
 def parse_send_at(value: str) -> datetime:
@@ -161,20 +194,23 @@ class Intake:
     ) -> Accepted:
         """Store one message for these envelope recipients; raises Rejected or StoreUnavailable."""
         check_mail_from(tenant, mail_from)
-        # Only the header is parsed, once; UTF-8 headers (RFC 6532) decode as such.
-        head_text = split_header(raw)[0].decode("utf-8", "replace")
-        msg: EmailMessage = _parser.parsestr(head_text)  # type: ignore[assignment]
-        from_keys = _addresses(msg, "from")
+        campaign_header = self.settings.campaign_header.lower()
+        fields = read_header(split_header(raw)[0], {*_READ, campaign_header}, "x-relay-")
+
+        def first(name: str) -> str:
+            values = fields.get(name)
+            return decoded(name, values[0]) if values else ""
+
+        from_keys = _addresses(fields.get("from", []))
         for key in from_keys:
             domain = key.rpartition("@")[2]
             if not sender_domain_allowed(tenant, domain):
                 raise Rejected(REPLY_SENDER_DOMAIN.format(what="From header", domain=domain))
-        campaign_name = str(msg.get(self.settings.campaign_header, "") or "").strip()
+        campaign_name = first(campaign_header)
         options: dict[str, Any] = {}
-        for name, value in msg.items():
-            lname = name.lower()
-            if lname.startswith("x-relay-"):
-                options[lname[len("x-relay-") :].replace("-", "_")] = str(value).strip()
+        for name, values in fields.items():
+            if name.startswith("x-relay-"):
+                options[name[len("x-relay-") :].replace("-", "_")] = decoded(name, values[-1])
         next_attempt_at = parse_send_at(options["send_at"]) if "send_at" in options else None
         no_suppression = options.get("no_suppression") == "1" and bool(
             credential and credential.allow_no_suppression
@@ -183,12 +219,12 @@ class Intake:
         if campaign_name:
             campaign_id, state = await self._campaign(tenant.id, campaign_name[:255])
             held = held or state == "paused"
-        stored = strip_headers(raw, {"bcc", self.settings.campaign_header.lower()}, "x-relay-")
-        message_id_header = str(msg.get("message-id", "") or "").strip()
+        stored = strip_headers(raw, {"bcc", campaign_header}, "x-relay-")
+        message_id_header = first("message-id")
         if not message_id_header:
             message_id_header = f"<{secrets.token_hex(12)}@{self.settings.hostname}>"
             stored = f"Message-ID: {message_id_header}\r\n".encode() + stored
-        to_keys, cc_keys = _addresses(msg, "to"), _addresses(msg, "cc")
+        to_keys, cc_keys = _addresses(fields.get("to", [])), _addresses(fields.get("cc", []))
         recipients: list[NewRecipient] = []
         for rcpt in rcpt_tos:
             try:
@@ -203,8 +239,8 @@ class Intake:
             "campaign_id": campaign_id,
             "message_id_header": message_id_header[:998],
             "mail_from": mail_from,
-            "from_header": str(msg.get("from", "") or "")[:998],
-            "subject": str(msg.get("subject", "") or "")[:998],
+            "from_header": first("from")[:998],
+            "subject": first("subject")[:998],
             "size": len(stored),
             "raw": stored,
             "raw_encoding": "identity",
@@ -234,6 +270,8 @@ class Intake:
     def _links(self, stored: bytes, options: dict[str, Any]) -> list[str]:
         if self.collect_links is None or str(options.get("track", "")).strip().lower() == "none":
             return []
+        if not may_hold_links(stored):
+            return []
         return self.collect_links(stored)
 
     async def _campaign(self, tenant_id: int, name: str) -> tuple[int, str]:
@@ -260,6 +298,10 @@ class GroupCommitter:
         self._queue: asyncio.Queue[tuple[NewMessage, asyncio.Future[int]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.commits = 0  # transactions committed (for metrics and tests)
+        # Each batch reads the suppression change counter in its transaction: unchanged, the
+        # in-memory copy answers; changed, that batch asks the table and the copy is reloaded
+        # after the commit (never while holding the write lock).
+        self.suppressions = SuppressionCache()
 
     async def commit(self, item: NewMessage) -> int:
         if self._task is None or self._task.done():
@@ -278,7 +320,9 @@ class GroupCommitter:
                 continue
             try:
                 async with self.db.write() as conn:
-                    ids = await insert_batch(conn, [i for i, _ in live])
+                    current = await read_counter(conn, SUPPRESSIONS) == self.suppressions.version
+                    cache = self.suppressions if current else None
+                    ids = await insert_batch(conn, [i for i, _ in live], cache)
                 self.commits += 1
             except asyncio.CancelledError:
                 for _, f in live:
@@ -294,6 +338,17 @@ class GroupCommitter:
             for (_, f), message_id in zip(live, ids, strict=True):
                 if not f.done():
                     f.set_result(message_id)
+            if not current:
+                await self._reload_suppressions()
+
+    async def _reload_suppressions(self) -> None:
+        try:
+            async with self.db.read() as conn:
+                await self.suppressions.refresh(conn)
+        except Exception as e:  # noqa: BLE001 - the next batch asks the table instead
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            logger.warning("intake.suppressions_reload_failed", error=describe_error(e))
 
     async def close(self) -> None:
         if self._task is not None:

@@ -84,3 +84,40 @@ async def test_concurrent_submissions_share_commits(db: Database) -> None:
     assert commits < 50  # group commit: several messages per transaction
     async with db.read() as conn:
         assert len((await conn.execute(select(deliveries))).all()) == 50
+
+
+async def test_header_fields_decoded_and_tagged_without_a_full_parse(db: Database) -> None:
+    from relay.intake import may_hold_links
+
+    tenant = await add_tenant(db, "shop")
+    raw = (
+        "From: =?utf-8?q?J=C3=B6rg?= <news@shop.example>\r\n"
+        'To: "Doe, Ann" <ann@example.org>,\r\n'
+        "\tzoë@Bücher.example\r\n"
+        "cc: =?iso-8859-1?q?B=F6b?= <BOB@example.org>\r\n"
+        "Subject: =?utf-8?b?R3LDvMOfZQ==?= again\r\n"
+        "\r\n"
+        "To: body@example.org\r\n"
+    ).encode()
+    intake = Intake(db, Settings("relay.test"))
+    rcpts = ["ann@example.org", "zoë@xn--bcher-kva.example", "bob@example.org", "body@example.org"]
+    try:
+        accepted = await intake.submit(tenant, None, "", rcpts, raw)
+    finally:
+        await intake.close()
+    async with db.read() as conn:
+        row = (await conn.execute(select(messages))).one()
+        kinds = dict(
+            (await conn.execute(select(deliveries.c.recipient_key, deliveries.c.rcpt_type))).all()
+        )
+    assert row.subject == "Grüße again" and row.from_header == "Jörg <news@shop.example>"
+    assert kinds == {
+        "ann@example.org": "to",
+        "zoë@xn--bcher-kva.example": "to",  # IDNA domain in the header matches the envelope
+        "bob@example.org": "cc",
+        "body@example.org": "bcc",  # a "To:" line in the body is not a header
+    }
+    assert set(accepted.states) == set(kinds)
+    assert not may_hold_links(raw)
+    assert may_hold_links(b"Subject: x\r\n\r\nsee HTTPS://example.org\r\n")
+    assert may_hold_links(b"Content-Transfer-Encoding: base64\r\n\r\naHR0cDovL2V4YW1wbGUub3Jn\r\n")

@@ -15,13 +15,14 @@ from base64 import b64decode
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
+from aiosmtpd.smtp import AuthResult, Envelope, Session
 
 from relay import inbound, log, metrics
 from relay.addresses import InvalidAddress, normalize
 from relay.config import BounceConfig, SmtpConfig
 from relay.errors import StoreUnavailable
 from relay.ingress import replies
+from relay.ingress._session import FastSMTP, has_long_line
 from relay.ingress.auth import Authenticator, AuthThrottle
 from relay.intake import Intake, Rejected, check_mail_from, split_header
 from relay.render.tokens import Keyring
@@ -180,8 +181,10 @@ class Handler:
         return replies.ERROR.format(ref=ref)
 
 
-class SubmissionSMTP(SMTP):
+class SubmissionSMTP(FastSMTP):
     """aiosmtpd's session with async AUTH, our reply texts and a chunked DATA reader."""
+
+    timeout_reply = replies.TIMEOUT
 
     def __init__(self, shared: Shared, **kwargs: Any) -> None:
         super().__init__(Handler(shared), **kwargs)
@@ -262,7 +265,19 @@ class SubmissionSMTP(SMTP):
         if needs_tls and self._tls_protocol is None:
             await self.push(replies.AUTH_NEEDS_TLS)
             return
-        await super().smtp_AUTH(arg)
+        self._pause_timeout()  # no deadline while we check the password
+        try:
+            await super().smtp_AUTH(arg)
+        finally:
+            self._reset_timeout()
+
+    async def challenge_auth(self, *args: Any, **kwargs: Any) -> Any:
+        # The client answers a challenge within the command deadline, not the idle one.
+        self._reset_timeout(self.shared.config.command_timeout)
+        try:
+            return await super().challenge_auth(*args, **kwargs)
+        finally:
+            self._pause_timeout()
 
     async def auth_PLAIN(self, _: Any, args: list[str]) -> AuthResult:
         if len(args) == 1:
@@ -346,9 +361,9 @@ class SubmissionSMTP(SMTP):
         self.shared.in_data += 1
         self.shared.no_data.clear()
         try:
-            body, problem = await self._read_data()
-            if problem is None:
-                problem = self._check_content(body)
+            limit = self.shared.config.max_message_size
+            body, too_big = await self._read_data(limit, self.shared.config.command_timeout)
+            problem = replies.TOO_BIG.format(limit=limit) if too_big else self._check_content(body)
             if problem is not None:
                 self._set_post_data_state()
                 await self.push(problem)
@@ -359,51 +374,16 @@ class SubmissionSMTP(SMTP):
             self._set_post_data_state()
             await self.push(status)
         finally:
+            self._reset_timeout()  # back to the idle deadline
             self.shared.in_data -= 1
             if not self.shared.in_data:
                 self.shared.no_data.set()
-
-    async def _read_data(self) -> tuple[bytes, str | None]:
-        """The unstuffed message, or a refusal once the terminating dot has been read."""
-        limit = self.shared.config.max_message_size
-        buf = bytearray()
-        size = 0
-        too_big = False
-        while True:
-            at_dot = True
-            try:
-                chunk = await self._reader.readuntil(b".\r\n")
-            except asyncio.LimitOverrunError as e:
-                chunk = await self._reader.read(e.consumed)
-                at_dot = False
-            except asyncio.IncompleteReadError:
-                raise ConnectionResetError("connection closed during DATA") from None
-            self._reset_timeout()
-            buf += chunk
-            if at_dot and ((size == 0 and len(buf) == 3) or buf[-5:-3] == b"\r\n"):
-                size += len(buf) - 3
-                del buf[-3:]
-                break
-            if size + len(buf) > limit:
-                too_big = True
-            if too_big and len(buf) > 8:
-                size += len(buf) - 4
-                del buf[:-4]  # keep only what the terminator check needs
-        if too_big or size > limit:
-            return b"", replies.TOO_BIG.format(limit=limit)
-        data = bytes(buf)
-        # Dot-unstuffing (RFC 5321 4.5.2) over the whole buffer at once.
-        if data.startswith(b"."):
-            data = data[1:]
-        return data.replace(b"\r\n.", b"\r\n"), None
 
     def _check_content(self, body: bytes) -> str | None:
         config = self.shared.config
         head, _ = split_header(body)
         if len(head) > config.max_header_size:
             return replies.HEADER_TOO_BIG.format(limit=config.max_header_size)
-        if len(body) > config.max_line_length:
-            longest = max(map(len, body.split(b"\r\n")))
-            if longest > config.max_line_length:
-                return replies.LINE_TOO_LONG.format(limit=config.max_line_length)
+        if has_long_line(body, config.max_line_length):
+            return replies.LINE_TOO_LONG.format(limit=config.max_line_length)
         return None

@@ -7,6 +7,7 @@ Output: the new message ids. Side effects: inserts `messages`, `deliveries`, ups
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.store import stats
 from relay.store.db import Database, utcnow
-from relay.store.suppressions import suppressed_among
+from relay.store.suppressions import SuppressionCache, suppressed_among
 from relay.store.tables import campaigns, deliveries, links, messages, recipients, tenants
 
 
@@ -74,33 +75,52 @@ async def campaign_for(db: Database, tenant_id: int, name: str) -> tuple[int, st
         return int(row.id), str(row.state)
 
 
-async def insert_batch(conn: AsyncConnection, batch: Sequence[NewMessage]) -> list[int]:
-    """Insert every message of the batch with its deliveries; returns message ids in order."""
+async def insert_batch(
+    conn: AsyncConnection,
+    batch: Sequence[NewMessage],
+    suppressions: SuppressionCache | None = None,
+) -> list[int]:
+    """Insert every message of the batch with its deliveries; returns message ids in order.
+
+    `suppressions`: a refreshed in-memory copy to check recipients against; without one,
+    one query per tenant in the batch.
+    """
     now = utcnow()
-    ids: list[int] = []
     delivery_rows: list[dict[str, Any]] = []
     link_rows: list[dict[str, Any]] = []
     seen: dict[tuple[int, str], int] = {}
-    # One suppression lookup per tenant for the whole batch, not one per message.
-    wanted: dict[int, set[str]] = {}
-    for item in batch:
-        if item.check_suppression:
-            wanted.setdefault(item.tenant_id, set()).update(r.key for r in item.recipients)
-    suppressed_by_tenant = {
-        tenant_id: await suppressed_among(conn, tenant_id, keys, now)
-        for tenant_id, keys in wanted.items()
-    }
-    for item in batch:
-        result = await conn.execute(messages.insert().values(**item.row))
-        message_id = int(result.inserted_primary_key[0])  # type: ignore[index]
-        ids.append(message_id)
+    if suppressions is None:
+        wanted: dict[int, set[str]] = {}
+        for item in batch:
+            if item.check_suppression:
+                wanted.setdefault(item.tenant_id, set()).update(r.key for r in item.recipients)
+        found = {t: await suppressed_among(conn, t, keys, now) for t, keys in wanted.items()}
+
+        def suppressed(tenant_id: int, key: str) -> bool:
+            return key in found.get(tenant_id, ())
+
+    else:
+        cache = suppressions
+
+        def suppressed(tenant_id: int, key: str) -> bool:
+            return cache.reason_for(tenant_id, key, now) is not None
+
+    # One multi-row INSERT … RETURNING, in parameter order (SQLAlchemy "insertmanyvalues").
+    result = await conn.execute(
+        messages.insert().returning(messages.c.id, sort_by_parameter_order=True),
+        [item.row for item in batch],
+    )
+    ids = [int(row.id) for row in result]
+    for item, message_id in zip(batch, ids, strict=True):
         link_rows.extend(
             {"message_id": message_id, "position": i, "url": url}
             for i, url in enumerate(item.links)
         )
-        suppressed = suppressed_by_tenant.get(item.tenant_id, {}) if item.check_suppression else {}
+        check = item.check_suppression
         for r in item.recipients:
-            state = "suppressed" if r.key in suppressed else "held" if item.held else "queued"
+            state = "held" if item.held else "queued"
+            if check and suppressed(item.tenant_id, r.key):
+                state = "suppressed"
             item.states[r.key] = state
             delivery_rows.append(
                 {
@@ -159,22 +179,26 @@ async def _upsert_recipients(
     ]
     if not rows:
         return
-    if conn.dialect.name in ("mysql", "mariadb"):
+    await conn.execute(_recipients_upsert(conn.dialect.name), rows)
+
+
+@functools.cache
+def _recipients_upsert(dialect: str) -> Any:
+    """Built once: making `excluded`/`inserted` copies the column collection every time."""
+    if dialect in ("mysql", "mariadb"):
         mq = mysql_insert(recipients)
-        stmt = mq.on_duplicate_key_update(
+        return mq.on_duplicate_key_update(
             last_seen_at=mq.inserted.last_seen_at,
             messages_count=recipients.c.messages_count + mq.inserted.messages_count,
         )
-    else:
-        sq = sqlite_insert(recipients)
-        stmt = sq.on_conflict_do_update(
-            index_elements=["tenant_id", "email"],
-            set_={
-                "last_seen_at": sq.excluded.last_seen_at,
-                "messages_count": recipients.c.messages_count + sq.excluded.messages_count,
-            },
-        )
-    await conn.execute(stmt, rows)
+    sq = sqlite_insert(recipients)
+    return sq.on_conflict_do_update(
+        index_elements=["tenant_id", "email"],
+        set_={
+            "last_seen_at": sq.excluded.last_seen_at,
+            "messages_count": recipients.c.messages_count + sq.excluded.messages_count,
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True)
