@@ -28,7 +28,7 @@ from relay.outcome import SUPPRESSED_DETAIL, Policy, record_outcomes
 from relay.rendering import DeliveryRenderer
 from relay.store import accounts
 from relay.store import deliveries as queue
-from relay.store.db import Database, utcnow
+from relay.store.db import Database, describe_error, utcnow
 from relay.store.suppressions import SuppressionCache
 
 logger = log.get(__name__)
@@ -249,11 +249,7 @@ class Scheduler:
             while not stopping.is_set():
                 if loop.time() - last_recovery >= recovery_every_s:
                     last_recovery = loop.time()
-                    await self.sync_accounts()
-                    await self.renew_leases()  # before recovery: ours are not expired
-                    recovered = await queue.recover_expired(self.db, self.clock())
-                    if recovered:
-                        logger.info("delivery.leases_recovered", count=recovered)
+                    await self._maintain()
                 if loop.time() - last_refresh >= refresh_every_s:
                     last_refresh = loop.time()
                     await self.refresh_suppressions()
@@ -281,6 +277,19 @@ class Scheduler:
             if not until_idle:
                 await self.transport.close()
 
+    async def _maintain(self) -> None:
+        """Periodic upkeep; database trouble here (a deadlock, a restart) is retried at the
+        next round instead of stopping the role."""
+        try:
+            await self.sync_accounts()
+            await self.renew_leases()  # before recovery: ours are not expired
+            recovered = await queue.recover_expired(self.db, self.clock())
+        except Exception as e:  # noqa: BLE001 - database trouble: the next round retries
+            logger.warning("delivery.upkeep_failed", error=describe_error(e))
+            return
+        if recovered:
+            logger.info("delivery.leases_recovered", count=recovered)
+
     async def _write_loop(self) -> None:
         while not self._writer_done.is_set():
             await self._have_results.wait()
@@ -288,8 +297,9 @@ class Scheduler:
             try:
                 await self.flush()
             except Exception as e:  # noqa: BLE001 - database trouble: keep the outcomes, retry
-                logger.warning("delivery.outcome_write_failed", error=str(e))
-                await asyncio.sleep(1.0)
+                logger.warning("delivery.outcome_write_failed", error=describe_error(e))
+                # A deadlock victim can go again at once; other trouble waits a little.
+                await asyncio.sleep(0.05 if "deadlock" in str(e).lower() else 1.0)
 
     async def _drain(self) -> None:
         """Let attempts in flight finish until DRAIN_S, then cancel the rest."""

@@ -286,13 +286,21 @@ def _requeued(now: datetime) -> dict[str, Any]:
 
 async def recover_expired(db: Database, now: datetime) -> int:
     """Return deliveries whose lease ran out (their worker died) to the queue."""
+    expired = (
+        deliveries.c.state == str(DeliveryState.SENDING),
+        deliveries.c.lease_expires_at < now,
+    )
+    # A plain read first (by the lease_expires_at index): usually nothing has expired, and
+    # a locking range UPDATE would contend with the live workers' row locks (deadlocks on
+    # MariaDB). Then update only those rows, re-checking the condition.
+    async with db.read() as conn:
+        ids = [r.id for r in await conn.execute(select(deliveries.c.id).where(*expired))]
+    if not ids:
+        return 0
     async with db.write() as conn:
         result = await conn.execute(
             update(deliveries)
-            .where(
-                deliveries.c.state == str(DeliveryState.SENDING),
-                deliveries.c.lease_expires_at < now,
-            )
+            .where(deliveries.c.id.in_(sorted(ids)), *expired)
             .values(**_requeued(now))
         )
         return int(result.rowcount)
