@@ -177,7 +177,7 @@ async def drain_processes(config_path: Path, url: str, count: int, processes: in
         while (await queue.state_counts(db)).get("delivered", 0) < count:  # noqa: ASYNC110
             if any(p.poll() is not None for p in procs):
                 raise SystemExit("a delivery process exited early")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)  # the count itself costs the database some work
     finally:
         await db.dispose()
         for p in procs:
