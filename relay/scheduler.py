@@ -13,6 +13,7 @@ periodically. On stop: no new leases, drain, release the rest.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import socket
@@ -163,8 +164,11 @@ class Scheduler:
         for delivery in leased:
             task = asyncio.create_task(self._attempt(delivery))
             self.in_flight[delivery.id] = task
-            task.add_done_callback(lambda _t, i=delivery.id: self.in_flight.pop(i, None))
+            task.add_done_callback(functools.partial(self._finished, delivery.id))
         return len(leased)
+
+    def _finished(self, delivery_id: int, _task: asyncio.Task[None]) -> None:
+        self.in_flight.pop(delivery_id, None)
 
     async def refresh_suppressions(self) -> None:
         async with self.db.read() as conn:

@@ -10,6 +10,7 @@ attempts with one statement per table (executemany), in the caller's transaction
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -91,7 +92,7 @@ async def lease_due(
                 updated_at=now,
             )
         )
-        rows = await conn.execute(
+        result = await conn.execute(
             select(
                 deliveries.c.id,
                 deliveries.c.message_id,
@@ -108,7 +109,7 @@ async def lease_due(
             .where(deliveries.c.id.in_(ids))
             .order_by(deliveries.c.id)
         )
-        rows = rows.all()
+        rows = result.all()
         # Retries: when the first attempt was (max_age counts from there, not from waiting).
         tried = [r.id for r in rows if r.attempts > 0]
         first: dict[int, datetime] = {}
@@ -219,13 +220,17 @@ async def complete(
             where=lambda v: (
                 (recipients.c.tenant_id == v("b_tenant")) & (recipients.c.email == v("b_email"))
             ),
-            extra=lambda v, col=col: {col.name: col + v("b_n")},
+            extra=functools.partial(_bump, col),
         )
     if events:
         await conn.execute(recipient_events.insert(), list(events))
 
 
 _CHUNK = 500
+
+
+def _bump(col: Any, value: Callable[[str], Any]) -> dict[str, Any]:
+    return {col.name: col + value("b_n")}
 
 
 async def _update_many(
@@ -250,7 +255,7 @@ async def _update_many(
         def param(k: str) -> Any:
             return bindparam(k)
 
-        columns = {k: bindparam(k) for k in keys if not k.startswith("b_")}
+        columns: dict[str, Any] = {k: bindparam(k) for k in keys if not k.startswith("b_")}
         stmt = update(table).where(where(param)).values(**columns, **extra(param))
         await conn.execute(stmt, list(rows))
         return
@@ -302,12 +307,12 @@ async def load_messages(db: Database, message_ids: Iterable[int]) -> dict[int, S
             )
         ).all()
         found_links: dict[int, dict[str, int]] = {i: {} for i in wanted}
-        for r in await conn.execute(
+        for link in await conn.execute(
             select(links.c.message_id, links.c.url, links.c.id).where(
                 links.c.message_id.in_(wanted)
             )
         ):
-            found_links[r.message_id][r.url] = int(r.id)
+            found_links[link.message_id][link.url] = int(link.id)
     found: dict[int, StoredMessage] = {}
     for r in rows:
         raw = bytes(r.raw or b"")
