@@ -18,6 +18,7 @@ import os
 import random
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -112,7 +113,8 @@ class Scheduler:
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self._results: list[tuple[Delivery, Outcome]] = []
         self._have_results = asyncio.Event()
-        self._raw: dict[int, bytes] = {}
+        self._raw: dict[int, bytes] = {}  # originals of messages with deliveries open
+        self._raw_users: Counter[int] = Counter()  # message id → its open deliveries
         self._open: set[int] = set()
         self._lease_until: dict[int, datetime] = {}  # leased by us, outcome not yet written
         self.suppressions = SuppressionCache()
@@ -155,6 +157,7 @@ class Scheduler:
         until = now + timedelta(seconds=lease_time_s)
         self._open.update(d.id for d in leased)
         self._lease_until.update((d.id, until) for d in leased)
+        self._raw_users.update(d.message_id for d in leased)
         missing = {d.message_id for d in leased} - self._raw.keys()
         stored = await queue.load_messages(self.db, missing)
         self._raw.update((i, m.raw) for i, m in stored.items())
@@ -225,8 +228,10 @@ class Scheduler:
         for d, _ in batch:
             self._open.discard(d.id)
             self._lease_until.pop(d.id, None)
-        if not self.in_flight:
-            self._raw.clear()  # nothing is using the cached originals any more
+            self._raw_users[d.message_id] -= 1
+            if self._raw_users[d.message_id] <= 0:  # its last open delivery: drop the bytes
+                del self._raw_users[d.message_id]
+                self._raw.pop(d.message_id, None)
         return len(batch)
 
     async def run_until_idle(self) -> None:
@@ -256,7 +261,10 @@ class Scheduler:
                     await self._maintain()
                 if loop.time() - last_refresh >= refresh_every_s:
                     last_refresh = loop.time()
-                    await self.refresh_suppressions()
+                    try:
+                        await self.refresh_suppressions()
+                    except Exception as e:  # noqa: BLE001 - keep the last copy, retry later
+                        logger.warning("delivery.suppressions_refresh_failed", error=str(e))
                 started = await self.fill() if self._room() else 0
                 if started and len(self.in_flight) < self.workers:
                     continue
@@ -278,6 +286,8 @@ class Scheduler:
                 await queue.release(self.db, self.owner, sorted(self._open), self.clock())
                 self._open.clear()
                 self._lease_until.clear()
+            self._raw.clear()
+            self._raw_users.clear()
             if not until_idle:
                 await self.transport.close()
 
