@@ -205,9 +205,14 @@ class Scheduler:
                 delivery.id, False, reply, "suppression", details={SUPPRESSED_DETAIL: suppressed}
             )
         else:
-            raw = self._raw.get(delivery.message_id, b"")
-            mail_from, data = await self.render(delivery, raw)
-            outcome = await self.transport.send(delivery, mail_from, data)
+            try:
+                raw = self._raw.get(delivery.message_id, b"")
+                mail_from, data = await self.render(delivery, raw)
+                outcome = await self.transport.send(delivery, mail_from, data)
+            except Exception:  # a bug: count it as a failed attempt, never leave it leased
+                logger.exception("delivery.internal_error", delivery_id=delivery.id)
+                reply = SmtpReply(451, "internal error in relay (see its log)", "4.3.0")
+                outcome = Outcome(delivery.id, False, reply, self.transport.name)
         self._results.append((delivery, outcome))
         self._have_results.set()
 
