@@ -300,8 +300,8 @@ class Scheduler:
         """Periodic upkeep; database trouble here (a deadlock, a restart) is retried at the
         next round instead of stopping the role."""
         try:
+            await self.renew_leases()  # first, and before recovery: ours must not expire
             await self.sync_accounts()
-            await self.renew_leases()  # before recovery: ours are not expired
             recovered = await queue.recover_expired(self.db, self.clock())
         except Exception as e:  # noqa: BLE001 - database trouble: the next round retries
             logger.warning("delivery.upkeep_failed", error=describe_error(e))
