@@ -13,10 +13,12 @@ periodically. On stop: no new leases, drain, release the rest.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import socket
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -29,7 +31,7 @@ from relay.outcome import SUPPRESSED_DETAIL, Policy, record_outcomes
 from relay.rendering import DeliveryRenderer
 from relay.store import accounts
 from relay.store import deliveries as queue
-from relay.store.db import Database, utcnow
+from relay.store.db import Database, describe_error, utcnow
 from relay.store.suppressions import SuppressionCache
 
 logger = log.get(__name__)
@@ -114,7 +116,8 @@ class Scheduler:
         self.in_flight: dict[int, asyncio.Task[None]] = {}
         self._results: list[tuple[Delivery, Outcome]] = []
         self._have_results = asyncio.Event()
-        self._raw: dict[int, bytes] = {}
+        self._raw: dict[int, bytes] = {}  # originals of messages with deliveries open
+        self._raw_users: Counter[int] = Counter()  # message id → its open deliveries
         self._open: set[int] = set()
         self._lease_until: dict[int, datetime] = {}  # leased by us, outcome not yet written
         self.suppressions = SuppressionCache()
@@ -157,6 +160,7 @@ class Scheduler:
         until = now + timedelta(seconds=lease_time_s)
         self._open.update(d.id for d in leased)
         self._lease_until.update((d.id, until) for d in leased)
+        self._raw_users.update(d.message_id for d in leased)
         missing = {d.message_id for d in leased} - self._raw.keys()
         stored = await queue.load_messages(self.db, missing)
         self._raw.update((i, m.raw) for i, m in stored.items())
@@ -170,8 +174,11 @@ class Scheduler:
         for delivery in leased:
             task = asyncio.create_task(self._attempt(delivery))
             self.in_flight[delivery.id] = task
-            task.add_done_callback(lambda _t, i=delivery.id: self.in_flight.pop(i, None))
+            task.add_done_callback(functools.partial(self._finished, delivery.id))
         return len(leased)
+
+    def _finished(self, delivery_id: int, _task: asyncio.Task[None]) -> None:
+        self.in_flight.pop(delivery_id, None)
 
     async def refresh_suppressions(self) -> None:
         async with self.db.read() as conn:
@@ -205,10 +212,15 @@ class Scheduler:
                 delivery.id, False, reply, "suppression", details={SUPPRESSED_DETAIL: suppressed}
             )
         else:
-            raw = self._raw.get(delivery.message_id, b"")
-            mail_from, data = await self.render(delivery, raw)
-            send = self.transport.send(delivery, mail_from, data)
-            outcome = await metrics.timed_attempt(self.transport.name, send)
+            try:
+                raw = self._raw.get(delivery.message_id, b"")
+                mail_from, data = await self.render(delivery, raw)
+                send = self.transport.send(delivery, mail_from, data)
+                outcome = await metrics.timed_attempt(self.transport.name, send)
+            except Exception:  # a bug: count it as a failed attempt, never leave it leased
+                logger.exception("delivery.internal_error", delivery_id=delivery.id)
+                reply = SmtpReply(451, "internal error in relay (see its log)", "4.3.0")
+                outcome = Outcome(delivery.id, False, reply, self.transport.name)
         self._results.append((delivery, outcome))
         self._have_results.set()
 
@@ -229,8 +241,10 @@ class Scheduler:
         for d, _ in batch:
             self._open.discard(d.id)
             self._lease_until.pop(d.id, None)
-        if not self.in_flight:
-            self._raw.clear()  # nothing is using the cached originals any more
+            self._raw_users[d.message_id] -= 1
+            if self._raw_users[d.message_id] <= 0:  # its last open delivery: drop the bytes
+                del self._raw_users[d.message_id]
+                self._raw.pop(d.message_id, None)
         return len(batch)
 
     async def run_until_idle(self) -> None:
@@ -257,14 +271,13 @@ class Scheduler:
             while not stopping.is_set():
                 if loop.time() - last_recovery >= recovery_every_s:
                     last_recovery = loop.time()
-                    await self.sync_accounts()
-                    await self.renew_leases()  # before recovery: ours are not expired
-                    recovered = await queue.recover_expired(self.db, self.clock())
-                    if recovered:
-                        logger.info("delivery.leases_recovered", count=recovered)
+                    await self._maintain()
                 if loop.time() - last_refresh >= refresh_every_s:
                     last_refresh = loop.time()
-                    await self.refresh_suppressions()
+                    try:
+                        await self.refresh_suppressions()
+                    except Exception as e:  # noqa: BLE001 - keep the last copy, retry later
+                        logger.warning("delivery.suppressions_refresh_failed", error=str(e))
                 started = await self.fill() if self._room() else 0
                 if started and len(self.in_flight) < self.workers:
                     continue
@@ -286,8 +299,23 @@ class Scheduler:
                 await queue.release(self.db, self.owner, sorted(self._open), self.clock())
                 self._open.clear()
                 self._lease_until.clear()
+            self._raw.clear()
+            self._raw_users.clear()
             if not until_idle:
                 await self.transport.close()
+
+    async def _maintain(self) -> None:
+        """Periodic upkeep; database trouble here (a deadlock, a restart) is retried at the
+        next round instead of stopping the role."""
+        try:
+            await self.renew_leases()  # first, and before recovery: ours must not expire
+            await self.sync_accounts()
+            recovered = await queue.recover_expired(self.db, self.clock())
+        except Exception as e:  # noqa: BLE001 - database trouble: the next round retries
+            logger.warning("delivery.upkeep_failed", error=describe_error(e))
+            return
+        if recovered:
+            logger.info("delivery.leases_recovered", count=recovered)
 
     async def _write_loop(self) -> None:
         while not self._writer_done.is_set():
@@ -296,8 +324,9 @@ class Scheduler:
             try:
                 await self.flush()
             except Exception as e:  # noqa: BLE001 - database trouble: keep the outcomes, retry
-                logger.warning("delivery.outcome_write_failed", error=str(e))
-                await asyncio.sleep(1.0)
+                logger.warning("delivery.outcome_write_failed", error=describe_error(e))
+                # A deadlock victim can go again at once; other trouble waits a little.
+                await asyncio.sleep(0.05 if "deadlock" in str(e).lower() else 1.0)
 
     async def _drain(self) -> None:
         """Let attempts in flight finish until DRAIN_S, then cancel the rest."""

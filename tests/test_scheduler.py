@@ -232,14 +232,24 @@ async def test_daily_limit_and_warmup_hold_the_rest(db: Database) -> None:
     await _queue(db, *[f"w{i}@example.com" for i in range(5)])
     clock = Clock()
     async with RecordingServer() as mx:
-        config = smarthost_config(mx.port, workers=1, retry_jitter=0.0)
+        # max_age far below the wait: waiting on our own limit must never fail a delivery.
+        config = smarthost_config(mx.port, workers=1, retry_jitter=0.0, max_age=3600.0)
         account = config.delivery.accounts[0]
         object.__setattr__(account, "warmup", [2, 4])
         s = scheduler(config, db, clock)
         await s.run_until_idle()
         assert len(mx.messages) == 2  # day 1 of the ramp: 2
         found = await _deliveries(db)
-        assert sorted(r.state for r in found.values()).count("deferred") == 3
+        waiting = [r for r in found.values() if r.state != "delivered"]
+        assert len(waiting) == 3
+        # Not an attempt: still queued, nothing counted, no attempt row, no event.
+        assert {(r.state, r.attempts, r.last_reply) for r in waiting} == {("queued", 0, None)}
+        tomorrow = (clock.now + timedelta(days=1)).replace(hour=0, minute=0, second=0)
+        latest = tomorrow + timedelta(seconds=2)
+        assert all(clock.now < r.next_attempt_at <= latest for r in waiting)
+        async with db.read() as conn:
+            assert len((await conn.execute(select(delivery_attempts))).all()) == 2
+            assert len((await conn.execute(select(recipient_events))).all()) == 2
 
         clock.now += timedelta(days=1, minutes=1)  # day 2: 4 a day; the counter is per day
         s2 = scheduler(config, db, clock)  # a fresh process reads the shared counters
@@ -247,6 +257,7 @@ async def test_daily_limit_and_warmup_hold_the_rest(db: Database) -> None:
         await s.transport.close()
         await s2.transport.close()
     assert len(mx.messages) == 5
+    assert {r.state for r in (await _deliveries(db)).values()} == {"delivered"}
     rows_ = await accounts.read_all(db, clock.now)
     assert rows_[0].sent_today == 3
 

@@ -10,16 +10,18 @@ attempts with one statement per table (executemany), in the caller's transaction
 
 from __future__ import annotations
 
+import functools
 import zlib
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import Table, bindparam, case, func, literal, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from relay.model import DUE_STATES, CampaignState, Delivery, DeliveryState
+from relay.model import CampaignState, Delivery, DeliveryState
 from relay.store.db import Database
 from relay.store.messages import RenderInputs
 from relay.store.tables import (
@@ -33,7 +35,6 @@ from relay.store.tables import (
     tenants,
 )
 
-_DUE = sorted(str(s) for s in DUE_STATES)
 # Unfinished deliveries go back to `deferred` if they were tried before, else `queued`.
 _BACK_TO_QUEUE = case(
     (deliveries.c.attempts > 0, str(DeliveryState.DEFERRED)), else_=str(DeliveryState.QUEUED)
@@ -43,23 +44,42 @@ _BACK_TO_QUEUE = case(
 async def lease_due(
     db: Database, owner: str, limit: int, now: datetime, lease_time_s: float
 ) -> list[Delivery]:
-    """Claim up to `limit` due deliveries for `owner` until now + lease_time_s."""
+    """Claim up to `limit` due deliveries for `owner` until now + lease_time_s.
+
+    One state at a time, so each query walks the (state, next_attempt_at) index in order and
+    stops after `limit` rows: an ORDER BY across both states would sort, and on MySQL lock,
+    every due row. Retries get up to half the room first, new mail the rest (Postfix qmgr:
+    fairness between new and deferred mail), then retries any room left.
+    """
     paused = select(campaigns.c.id).where(campaigns.c.state == str(CampaignState.PAUSED))
-    query = (
-        select(deliveries.c.id)
-        .where(
-            deliveries.c.state.in_(_DUE),
-            deliveries.c.next_attempt_at <= now,
-            (deliveries.c.campaign_id.is_(None)) | (deliveries.c.campaign_id.not_in(paused)),
+
+    def due(state: DeliveryState, n: int) -> Any:
+        query = (
+            select(deliveries.c.id)
+            .where(
+                deliveries.c.state == str(state),
+                deliveries.c.next_attempt_at <= now,
+                (deliveries.c.campaign_id.is_(None)) | (deliveries.c.campaign_id.not_in(paused)),
+            )
+            .order_by(deliveries.c.next_attempt_at)
+            .limit(n)
         )
-        .order_by(deliveries.c.next_attempt_at)
-        .limit(limit)
-    )
-    if db.is_mysql:
-        query = query.with_for_update(skip_locked=True, of=deliveries)
+        if db.is_mysql:
+            query = query.with_for_update(skip_locked=True, of=deliveries)
+        return query
+
     expires = now + timedelta(seconds=lease_time_s)
     async with db.write() as conn:
-        ids = [row.id for row in await conn.execute(query)]
+        share = max(limit // 2, 1)
+        ids = [r.id for r in await conn.execute(due(DeliveryState.DEFERRED, share))]
+        retries = len(ids)
+        if len(ids) < limit:
+            ids += [r.id for r in await conn.execute(due(DeliveryState.QUEUED, limit - len(ids)))]
+        if len(ids) < limit and retries == share:  # retries may have more than their share
+            more = due(DeliveryState.DEFERRED, limit - len(ids)).where(
+                deliveries.c.id.not_in(ids[:retries])
+            )
+            ids += [r.id for r in await conn.execute(more)]
         if not ids:
             return []
         await conn.execute(
@@ -72,7 +92,7 @@ async def lease_due(
                 updated_at=now,
             )
         )
-        rows = await conn.execute(
+        result = await conn.execute(
             select(
                 deliveries.c.id,
                 deliveries.c.message_id,
@@ -89,7 +109,7 @@ async def lease_due(
             .where(deliveries.c.id.in_(ids))
             .order_by(deliveries.c.id)
         )
-        rows = rows.all()
+        rows = result.all()
         # Retries: when the first attempt was (max_age counts from there, not from waiting).
         tried = [r.id for r in rows if r.attempts > 0]
         first: dict[int, datetime] = {}
@@ -160,7 +180,7 @@ async def complete(
     counters: Sequence[tuple[str, int, str, datetime, bool]],
     events: Sequence[dict[str, Any]],
 ) -> None:
-    """Write finished attempts in the caller's transaction, one executemany per shape.
+    """Write finished attempts in the caller's transaction, a few statements per batch.
 
     `updates`: deliveries columns plus `b_id` (the row) and `b_tried` (1 adds an attempt);
     `attempts`/`events`: delivery_attempts / recipient_events rows; `counters`: (recipients
@@ -169,37 +189,89 @@ async def complete(
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in sorted(updates, key=lambda r: r["b_id"]):  # one lock order across workers
         shapes.setdefault(tuple(sorted(row)), []).append(row)
-    for keys, group in shapes.items():
-        columns = {k: bindparam(k) for k in keys if not k.startswith("b_")}
-        stmt = (
-            update(deliveries)
-            .where(deliveries.c.id == bindparam("b_id"))
-            .values(attempts=deliveries.c.attempts + bindparam("b_tried"), **columns)
+    for group in shapes.values():
+        await _update_many(
+            conn,
+            deliveries,
+            group,
+            where=lambda v: deliveries.c.id == v("b_id"),
+            extra=lambda v: {"attempts": deliveries.c.attempts + v("b_tried")},
         )
-        await conn.execute(stmt, group)
     if attempts:
         await conn.execute(delivery_attempts.insert(), list(attempts))
-    by_column: dict[tuple[str, bool], list[dict[str, Any]]] = {}
-    for column, tenant_id, key, at, bounce in sorted(counters, key=lambda c: (c[1], c[2])):
-        by_column.setdefault((column, bounce), []).append(
-            {"b_tenant": tenant_id, "b_email": key, "b_at": at}
-        )
-    for (column, bounce), group in by_column.items():
+    bumps: dict[tuple[str, bool], Counter[tuple[int, str]]] = {}
+    at = {}
+    for column, tenant_id, key, when, bounce in counters:
+        bumps.setdefault((column, bounce), Counter())[(tenant_id, key)] += 1
+        at[(column, bounce)] = when
+    for (column, bounce), counts in bumps.items():
         col = recipients.c[column]
-        changes: dict[str, Any] = {column: col + 1, "last_seen_at": bindparam("b_at")}
+        rows = [
+            {"b_tenant": t, "b_email": e, "b_n": n, "last_seen_at": at[(column, bounce)]}
+            for (t, e), n in sorted(counts.items())
+        ]
         if bounce:
-            changes["last_bounce_at"] = bindparam("b_at")
-        stmt = (
-            update(recipients)
-            .where(
-                recipients.c.tenant_id == bindparam("b_tenant"),
-                recipients.c.email == bindparam("b_email"),
-            )
-            .values(**changes)
+            for row in rows:
+                row["last_bounce_at"] = row["last_seen_at"]
+        await _update_many(
+            conn,
+            recipients,
+            rows,
+            where=lambda v: (
+                (recipients.c.tenant_id == v("b_tenant")) & (recipients.c.email == v("b_email"))
+            ),
+            extra=functools.partial(_bump, col),
         )
-        await conn.execute(stmt, group)
     if events:
         await conn.execute(recipient_events.insert(), list(events))
+
+
+_CHUNK = 500
+
+
+def _bump(col: Any, value: Callable[[str], Any]) -> dict[str, Any]:
+    return {col.name: col + value("b_n")}
+
+
+async def _update_many(
+    conn: AsyncConnection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    where: Callable[[Callable[[str], Any]], Any],
+    extra: Callable[[Callable[[str], Any]], dict[str, Any]],
+) -> None:
+    """UPDATE many rows with per-row values: keys without `b_` are columns to set; `where`
+    and `extra` build the match and computed SETs from a value getter.
+
+    SQLite: executemany (in-process, one statement per row is cheap). MySQL: executemany
+    would be one round trip per row, so one `UPDATE t, (SELECT … UNION ALL …) v` per chunk,
+    with values shared by every row inlined as constants.
+    """
+    if not rows:
+        return
+    keys = sorted(rows[0])
+    if conn.dialect.name == "sqlite":
+
+        def param(k: str) -> Any:
+            return bindparam(k)
+
+        columns: dict[str, Any] = {k: bindparam(k) for k in keys if not k.startswith("b_")}
+        stmt = update(table).where(where(param)).values(**columns, **extra(param))
+        await conn.execute(stmt, list(rows))
+        return
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        same = {k for k in keys if all(r[k] == chunk[0][k] for r in chunk[1:])}
+        varying = [k for k in keys if k not in same or k.startswith("b_")]
+        selects = [select(*(literal(r[k]).label(k) for k in varying)) for r in chunk]
+        v = (union_all(*selects) if len(selects) > 1 else selects[0]).subquery("v")
+
+        def value(k: str, v: Any = v, first: dict[str, Any] = chunk[0], vary: Any = varying) -> Any:
+            return v.c[k] if k in vary else first[k]
+
+        columns = {k: value(k) for k in keys if not k.startswith("b_")}
+        stmt = update(table).where(where(value)).values(**columns, **extra(value))
+        await conn.execute(stmt)
 
 
 async def load_raw(db: Database, message_ids: Iterable[int]) -> dict[int, bytes]:
@@ -235,12 +307,12 @@ async def load_messages(db: Database, message_ids: Iterable[int]) -> dict[int, S
             )
         ).all()
         found_links: dict[int, dict[str, int]] = {i: {} for i in wanted}
-        for r in await conn.execute(
+        for link in await conn.execute(
             select(links.c.message_id, links.c.url, links.c.id).where(
                 links.c.message_id.in_(wanted)
             )
         ):
-            found_links[r.message_id][r.url] = int(r.id)
+            found_links[link.message_id][link.url] = int(link.id)
     found: dict[int, StoredMessage] = {}
     for r in rows:
         raw = bytes(r.raw or b"")
@@ -286,13 +358,21 @@ def _requeued(now: datetime) -> dict[str, Any]:
 
 async def recover_expired(db: Database, now: datetime) -> int:
     """Return deliveries whose lease ran out (their worker died) to the queue."""
+    expired = (
+        deliveries.c.state == str(DeliveryState.SENDING),
+        deliveries.c.lease_expires_at < now,
+    )
+    # A plain read first (by the lease_expires_at index): usually nothing has expired, and
+    # a locking range UPDATE would contend with the live workers' row locks (deadlocks on
+    # MariaDB). Then update only those rows, re-checking the condition.
+    async with db.read() as conn:
+        ids = [r.id for r in await conn.execute(select(deliveries.c.id).where(*expired))]
+    if not ids:
+        return 0
     async with db.write() as conn:
         result = await conn.execute(
             update(deliveries)
-            .where(
-                deliveries.c.state == str(DeliveryState.SENDING),
-                deliveries.c.lease_expires_at < now,
-            )
+            .where(deliveries.c.id.in_(sorted(ids)), *expired)
             .values(**_requeued(now))
         )
         return int(result.rowcount)

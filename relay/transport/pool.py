@@ -13,11 +13,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from relay import log
 from relay.config import AccountConfig, DeliveryConfig, read_secret
-from relay.model import Delivery, Outcome, SmtpReply
+from relay.model import WAIT_DETAIL, Delivery, Outcome, SmtpReply
 from relay.store.accounts import AccountRow
 from relay.transport.session import Endpoint, SessionCache
 from relay.transport.smarthost import send_one
@@ -86,8 +86,12 @@ class SmarthostPool:
     async def send(self, delivery: Delivery, mail_from: str, data: bytes) -> Outcome:
         now = self.clock()
         last: Outcome | None = None
+        paused = 0
         for account in self.order():
-            if account.paused_until > now or account.at_limit():
+            if account.paused_until > now:
+                paused += 1
+                continue
+            if account.at_limit():
                 continue
             outcome, found = await send_one(
                 self.cache,
@@ -111,6 +115,18 @@ class SmarthostPool:
             logger.info("account.failover", account=account.config.name, reply=str(outcome.reply))
         if last is not None:
             return last
+        if not paused:
+            # Every account at its daily limit: our own limit, so wait for tomorrow without
+            # counting an attempt (relay.outcome); usage is re-read at each sync.
+            reply = SmtpReply(451, "every smarthost account is at its daily limit", "4.3.2")
+            return Outcome(
+                delivery.id,
+                False,
+                reply,
+                self.name,
+                retry_after_s=_until_tomorrow_s(),
+                details={WAIT_DETAIL: "daily_limit"},
+            )
         reply = SmtpReply(451, "every smarthost account is paused or at its daily limit", "4.3.2")
         return Outcome(delivery.id, False, reply, self.name)
 
@@ -148,6 +164,12 @@ def limit_for(account: AccountConfig, warmup_started_at: datetime | None, now: d
     day = max((now - warmup_started_at).days, 0)
     ramp = account.warmup[min(day, len(account.warmup) - 1)]
     return min(ramp, account.daily_limit) if account.daily_limit else ramp
+
+
+def _until_tomorrow_s() -> float:
+    now = datetime.now(UTC)
+    tomorrow = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (tomorrow - now).total_seconds() + 1.0
 
 
 def _endpoint(account: AccountConfig, key: str) -> Endpoint:

@@ -2,7 +2,8 @@
 
 Input: where to connect (host, port, TLS mode, credentials) and deadlines. Output: a
 connected, authenticated aiosmtplib client, handed out to one sender at a time and taken
-back after the message; capped at `messages_per_connection`, closed after the idle timeout.
+back after the message; capped at `messages_per_connection`; a session left idle longer than
+the idle timeout is closed (QUIT) by a reaper timer, not left open on the server.
 Connection errors propagate to the caller (the failure policy decides what they mean).
 """
 
@@ -51,6 +52,7 @@ class SessionCache:
         self.idle_timeout_s = idle_timeout_s
         self._idle: dict[Endpoint, list[Session]] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.TimerHandle | None = None
         self.connects = 0
 
     async def acquire(self, endpoint: Endpoint) -> Session:
@@ -99,11 +101,34 @@ class SessionCache:
         session.last_used = time.monotonic()
         session.dirty = not ok
         if session.sent >= self.caps.get(endpoint, self.cap) or not session.client.is_connected:
-            task = asyncio.get_running_loop().create_task(_quit(session))
-            self._closing.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._closing.discard)
+            self._close_later(session)
             return
         self._idle.setdefault(endpoint, []).append(session)
+        if self._reaper is None:
+            loop = asyncio.get_running_loop()
+            self._reaper = loop.call_later(self.idle_timeout_s / 2, self._reap)
+
+    def _close_later(self, session: Session) -> None:
+        task = asyncio.get_running_loop().create_task(_quit(session))
+        self._closing.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._closing.discard)
+
+    def _reap(self) -> None:
+        """Close sessions idle longer than the timeout; re-arm while any stay idle."""
+        self._reaper = None
+        cutoff = time.monotonic() - self.idle_timeout_s
+        for endpoint, idle in list(self._idle.items()):
+            keep = [s for s in idle if s.last_used > cutoff]
+            for session in idle:
+                if session.last_used <= cutoff:
+                    self._close_later(session)
+            if keep:
+                self._idle[endpoint] = keep
+            else:
+                del self._idle[endpoint]
+        if self._idle:
+            loop = asyncio.get_running_loop()
+            self._reaper = loop.call_later(self.idle_timeout_s / 2, self._reap)
 
     def has_idle(self, endpoint: Endpoint) -> bool:
         return bool(self._idle.get(endpoint))
@@ -112,6 +137,9 @@ class SessionCache:
         session.client.close()
 
     async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         sessions = [s for idle in self._idle.values() for s in idle]
         self._idle.clear()
         await asyncio.gather(*(_quit(s) for s in sessions), *self._closing)

@@ -44,9 +44,21 @@ async def send_one(
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
         found = trouble.from_exception(e)
         return outcome(False, found.reply), found
+    ascii_only = mail_from.isascii() and delivery.recipient.isascii()
     try:
+        if not ascii_only and session.client.is_ehlo_or_helo_needed:
+            await session.client.ehlo(timeout=cache.command_timeout_s)
+        if not ascii_only and not session.client.supports_extension("smtputf8"):
+            # RFC 6531: a non-ASCII address needs SMTPUTF8; this server cannot take it.
+            cache.give_back(endpoint, session, ok=True)
+            reply = SmtpReply(553, "the server does not accept non-ASCII addresses", "5.6.7")
+            return outcome(False, reply), trouble.Trouble(reply, trouble.Scope.RECIPIENT)
         errors, response = await session.client.sendmail(
-            mail_from, [delivery.recipient], data, timeout=cache.command_timeout_s
+            mail_from,
+            [delivery.recipient],
+            data,
+            mail_options=[] if ascii_only else ["SMTPUTF8"],
+            timeout=cache.command_timeout_s,
         )
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
         found = trouble.from_exception(e)
