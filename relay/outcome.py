@@ -33,7 +33,7 @@ from relay.model import (
     SuppressionReason,
 )
 from relay.store import stats, suppressions, webhooks
-from relay.store.accounts import bump_usage, day_start
+from relay.store.accounts import record_use
 from relay.store.db import Database
 from relay.store.tables import deliveries, delivery_attempts, recipient_events, recipients
 
@@ -247,8 +247,7 @@ async def _apply(
         )
     if outcome.account and state in (DeliveryState.DELIVERED, DeliveryState.BOUNCED):
         # Shared between nodes: daily limits, warm-up and the hard-bounce rate read these.
-        bounced = int(state is DeliveryState.BOUNCED)
-        await bump_usage(conn, f"account:{outcome.account}", "day", day_start(now), 1, bounced)
+        await record_use(conn, outcome.account, now, state is DeliveryState.BOUNCED)
     if state is DeliveryState.BOUNCED:
         await suppressions.add(
             conn,

@@ -138,7 +138,8 @@ class Scheduler:
                 )
                 account.newly_paused = False
         await accounts.expire_pauses(self.db, now)
-        pool.sync(await accounts.read_all(self.db, now), now)
+        window_s = self.config.delivery.account_bounce_window
+        pool.sync(await accounts.read_all(self.db, now, window_s), now)
 
     async def fill(self) -> int:
         """Lease as many due deliveries as the window has room for and start them."""

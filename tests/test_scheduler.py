@@ -239,7 +239,10 @@ async def test_daily_limit_and_warmup_hold_the_rest(db: Database) -> None:
         await s.run_until_idle()
         assert len(mx.messages) == 2  # day 1 of the ramp: 2
         found = await _deliveries(db)
-        assert sorted(r.state for r in found.values()).count("deferred") == 3
+        waiting = [r for r in found.values() if r.state != "delivered"]
+        # over the limit: back in the queue untried (no attempt counted), due tomorrow
+        assert [(r.state, r.attempts) for r in waiting] == [("queued", 0)] * 3
+        assert all(r.next_attempt_at > clock.now for r in waiting)
 
         clock.now += timedelta(days=1, minutes=1)  # day 2: 4 a day; the counter is per day
         s2 = scheduler(config, db, clock)  # a fresh process reads the shared counters
