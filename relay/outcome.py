@@ -41,6 +41,7 @@ logger = log.get(__name__)
 
 # Texts that blame the sender (policy, reputation, spam), not the address: no suppression.
 _POLICY_WORDS = ("spam", "policy", "blocked", "blacklist", "blocklist", "reputation", "dmarc")
+MIN_SERVER_DELAY_S = 60.0  # floor for a "try again in N seconds" reply
 SUPPRESSED_DETAIL = "suppressed"  # Outcome.details key set by the scheduler's pre-send check
 
 
@@ -110,7 +111,8 @@ def decide(
     attempts = delivery.attempts + 1
     delay = policy.backoff_s(attempts, rng)
     if outcome.retry_after_s is not None:
-        delay = max(delay, outcome.retry_after_s)
+        # The server said when: honour it, but never sooner than a minute (no hammering).
+        delay = max(outcome.retry_after_s, MIN_SERVER_DELAY_S)
     next_at = now + timedelta(seconds=delay)
     if next_at - delivery.created_at > timedelta(seconds=policy.max_age_s):
         return Decision(DeliveryState.FAILED, Classification(found.kind, "expired", found.status))
