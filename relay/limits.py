@@ -15,7 +15,7 @@ from datetime import datetime
 
 from relay import log
 from relay.config import DeliveryConfig
-from relay.model import POSTPONED, Delivery, Outcome, SmtpReply
+from relay.model import WAIT_DETAIL, Delivery, Outcome, SmtpReply
 from relay.store import limits as counters
 from relay.store.db import Database
 from relay.store.limits import Limits
@@ -96,5 +96,5 @@ def _postponed(delivery: Delivery, wait_s: float) -> Outcome:
         reply,
         "limits",
         retry_after_s=wait_s,
-        details={POSTPONED: "tenant limit"},
+        details={WAIT_DETAIL: "tenant limit"},
     )

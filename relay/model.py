@@ -145,11 +145,6 @@ class Classification:
     status: str = ""
 
 
-# Outcome.details key: not attempted, back to the queue after `retry_after_s` without
-# counting an attempt (a tenant's sending limit, a destination's rate, a busy pool).
-POSTPONED = "postponed"
-
-
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a transport reports for one delivery attempt; `outcome.py` applies it.
@@ -167,3 +162,9 @@ class Outcome:
     duration_ms: int = 0
     retry_after_s: float | None = None
     details: dict[str, str] = field(default_factory=dict)
+
+
+# Outcome.details key: not attempted because of our own limit (a tenant's sending limit, a
+# destination's rate, every account at its daily limit); due again after `retry_after_s`,
+# no attempt counted, never fails by itself.
+WAIT_DETAIL = "wait"

@@ -22,7 +22,7 @@ from relay import log
 from relay.bounce.classify import classify_reply
 from relay.config import DeliveryConfig
 from relay.model import (
-    POSTPONED,
+    WAIT_DETAIL,
     BounceKind,
     Classification,
     Delivery,
@@ -96,10 +96,10 @@ def decide(
     if SUPPRESSED_DETAIL in outcome.details:
         reason = outcome.details[SUPPRESSED_DETAIL]
         return Decision(DeliveryState.SUPPRESSED, Classification(BounceKind.NOT_BOUNCE, reason))
-    if POSTPONED in outcome.details:  # a limit, not the remote side: no attempt counted
+    if WAIT_DETAIL in outcome.details:  # a limit, not the remote side: no attempt counted
         state = DeliveryState.DEFERRED if delivery.attempts else DeliveryState.QUEUED
         wait = timedelta(seconds=max(outcome.retry_after_s or 1.0, 0.0))
-        why = Classification(BounceKind.NOT_BOUNCE, outcome.details[POSTPONED])
+        why = Classification(BounceKind.NOT_BOUNCE, outcome.details[WAIT_DETAIL])
         return Decision(state, why, now + wait)
     if outcome.delivered:
         return Decision(DeliveryState.DELIVERED, classify(outcome.reply))
@@ -149,7 +149,7 @@ async def record_outcomes(
             applied = await _apply(conn, owner, delivery, outcome, decision, now)
             states.append(decision.state if applied else None)
     for (delivery, outcome), state in zip(results, states, strict=True):
-        if state is not None and POSTPONED in outcome.details:
+        if state is not None and WAIT_DETAIL in outcome.details:
             logger.debug("delivery.postponed", delivery_id=delivery.id, why=str(outcome.reply))
         elif state is None:
             logger.warning("delivery.lease_lost", delivery_id=delivery.id)
@@ -189,7 +189,7 @@ async def _apply(
     now: datetime,
 ) -> bool:
     state = decision.state
-    if POSTPONED in outcome.details:
+    if WAIT_DETAIL in outcome.details:
         return await _postpone(conn, owner, delivery, decision, now)
     tried = state is not DeliveryState.SUPPRESSED
     values: dict[str, Any] = {

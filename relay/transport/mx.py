@@ -21,7 +21,7 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-from relay.model import POSTPONED, Delivery, Outcome, SmtpReply
+from relay.model import WAIT_DETAIL, Delivery, Outcome, SmtpReply
 from relay.transport.session import Endpoint, SessionCache
 from relay.transport.shaping import DEFAULT, PROVIDERS, Deferred, Destination, Postponed, Shaper
 from relay.transport.smarthost import send_one
@@ -158,7 +158,7 @@ class DirectTransport:
             outcome, reached = await self._try_hosts(delivery, mail_from, data, hosts, dest)
         finally:
             self.shaper.release(dest)
-        if POSTPONED not in outcome.details:
+        if WAIT_DETAIL not in outcome.details:
             self.shaper.report(dest, outcome.reply, reached)
         return outcome
 
@@ -221,7 +221,7 @@ class DirectTransport:
             reply,
             self.name,
             retry_after_s=verdict.wait_s,
-            details={POSTPONED: verdict.why},
+            details={WAIT_DETAIL: verdict.why},
         )
 
     async def close(self) -> None:

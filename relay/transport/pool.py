@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 
 from relay import log
 from relay.config import AccountConfig, DeliveryConfig, read_secret
-from relay.model import POSTPONED, Delivery, Outcome, SmtpReply
+from relay.model import WAIT_DETAIL, Delivery, Outcome, SmtpReply
 from relay.store.accounts import AccountRow
 from relay.transport.session import Endpoint, SessionCache
 from relay.transport.smarthost import send_one
@@ -135,7 +135,7 @@ class SmarthostPool:
             reply,
             self.name,
             retry_after_s=self._until_room(now),
-            details={POSTPONED: "pool busy"},
+            details={WAIT_DETAIL: "pool busy"},
         )
 
     def _until_room(self, now: float) -> float:

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from relay.config import Config, DeliveryConfig, ShapeConfig
-from relay.model import POSTPONED, Delivery, SmtpReply
+from relay.model import WAIT_DETAIL, Delivery, SmtpReply
 from relay.scheduler import Scheduler, build_transport
 from relay.store.db import Database
 from relay.store.tables import deliveries
@@ -129,7 +129,7 @@ async def test_connections_busy_too_long_postpones_without_an_attempt() -> None:
         )
         await transport.close()
     assert first.delivered
-    assert POSTPONED in second.details and second.retry_after_s is not None
+    assert WAIT_DETAIL in second.details and second.retry_after_s is not None
     assert second.reply.code == 451 and "mx:mx.c.example" in second.reply.text
     assert len(mx.messages) == 1
 
@@ -177,7 +177,7 @@ async def test_messages_and_new_connections_per_destination() -> None:
         transport = _transport(stub, mx.port, once)
         assert (await transport.send(_delivery(10, "v@c.example"), "s@x", BODY)).delivered
         held = await transport.send(_delivery(11, "w@c.example"), "s@x", BODY)
-        assert POSTPONED in held.details and held.retry_after_s == 60.0
+        assert WAIT_DETAIL in held.details and held.retry_after_s == 60.0
         clock.t += 61
         assert (await transport.send(_delivery(11, "w@c.example"), "s@x", BODY)).delivered
         await transport.close()
@@ -195,11 +195,11 @@ async def test_throttle_backs_off_then_recovers_gradually() -> None:
         transport = _transport(stub, mx.port, shaper)
         mx.script_data("451 4.7.1 Rate limit exceeded, try again later")
         first = await transport.send(_delivery(1, "u1@c.example"), "s@x", BODY)
-        assert first.reply.code == 451 and POSTPONED not in first.details
+        assert first.reply.code == 451 and WAIT_DETAIL not in first.details
         dest = shaper.destination(["mx.c.example"])
         assert dest.level == 1 and dest.effective().max_connections == 4
         held = await transport.send(_delivery(2, "u2@d.example"), "s@x", BODY)
-        assert POSTPONED in held.details and held.details[POSTPONED] == "destination throttled"
+        assert WAIT_DETAIL in held.details and held.details[WAIT_DETAIL] == "destination throttled"
         assert 60 <= (held.retry_after_s or 0) <= 61
         assert len(mx.messages) == 0
 
@@ -231,7 +231,7 @@ async def test_dead_destination_defers_its_queue_then_probes_again() -> None:
         dead = await transport.send(_delivery(5, "u5@d.example"), "s@x", BODY)
         assert dead.reply.code == 451 and "suspended" in dead.reply.text
         assert dead.remote_host is None and dead.retry_after_s == 600  # nothing was tried
-        assert POSTPONED not in dead.details  # counts as an attempt, like Postfix
+        assert WAIT_DETAIL not in dead.details  # counts as an attempt, like Postfix
         other = await transport.send(_delivery(6, "u6@a.example"), "s@x", BODY)
         assert "suspended" not in other.reply.text  # other destinations are not affected
 
