@@ -249,7 +249,7 @@ async def _apply(
         )
     if outcome.account and state in (DeliveryState.DELIVERED, DeliveryState.BOUNCED):
         # Shared between nodes: daily limits, warm-up and the hard-bounce rate read these.
-        await record_use(conn, outcome.account, now, state is DeliveryState.BOUNCED)
+        await record_use(conn, outcome.account, now, 1, int(state is DeliveryState.BOUNCED))
     if state is DeliveryState.BOUNCED:
         await suppressions.add(
             conn,

@@ -114,13 +114,14 @@ async def read_all(db: Database, now: datetime, window_s: float = 3600.0) -> lis
     return found
 
 
-async def record_use(conn: AsyncConnection, name: str, now: datetime, bounced: bool) -> None:
-    """Count one message sent through an account: per day (limits, warm-up) and per minute
-    (per-minute rate, hard-bounce rate)."""
-    n = int(bounced)
-    await bump_usage(conn, f"account:{name}", "day", day_start(now), 1, n)
+async def record_use(
+    conn: AsyncConnection, name: str, now: datetime, sent: int = 1, bounced: int = 0
+) -> None:
+    """Count messages sent through an account (and how many hard-bounced): per day (limits,
+    warm-up) and per minute (per-minute rate, hard-bounce rate)."""
+    await bump_usage(conn, f"account:{name}", "day", day_start(now), sent, bounced)
     minute = now.replace(second=0, microsecond=0)
-    await bump_usage(conn, f"account:{name}", "minute", minute, 1, n)
+    await bump_usage(conn, f"account:{name}", "minute", minute, sent, bounced)
 
 
 async def set_paused(
