@@ -104,11 +104,11 @@ async def read_all(db: Database, now: datetime, window_s: float = 3600.0) -> lis
                 r.consecutive_failures,
                 r.warmup_started_at,
                 used.get(r.name, 0),
-                sum(c.count for c in mine if c.window_start == minute)
+                sum(c[2] for c in mine if c.window_start == minute)
                 + left_of_previous
-                * sum(c.count for c in mine if c.window_start == minute - timedelta(minutes=1)),
-                sum(c.count for c in mine if c.window_start >= start.replace(second=0)),
-                sum(c.bounces for c in mine if c.window_start >= start.replace(second=0)),
+                * sum(c[2] for c in mine if c.window_start == minute - timedelta(minutes=1)),
+                sum(c[2] for c in mine if c.window_start >= start.replace(second=0)),
+                sum(c[3] for c in mine if c.window_start >= start.replace(second=0)),
             )
         )
     return found
