@@ -34,7 +34,7 @@ from relay.model import (
 )
 from relay.store import deliveries as queue
 from relay.store import stats, suppressions, webhooks
-from relay.store.accounts import bump_usage, day_start
+from relay.store.accounts import record_use
 from relay.store.db import Database
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ logger = log.get(__name__)
 
 # Texts that blame the sender (policy, reputation, spam), not the address: no suppression.
 _POLICY_WORDS = ("spam", "policy", "blocked", "blacklist", "blocklist", "reputation", "dmarc")
+MIN_SERVER_DELAY_S = 60.0  # floor for a "try again in N seconds" reply
 SUPPRESSED_DETAIL = "suppressed"  # Outcome.details key set by the scheduler's pre-send check
 
 
@@ -122,7 +123,8 @@ def decide(
     attempts = delivery.attempts + 1
     delay = policy.backoff_s(attempts, rng)
     if outcome.retry_after_s is not None:
-        delay = max(delay, outcome.retry_after_s)
+        # The server said when: honour it, but never sooner than a minute (no hammering).
+        delay = max(outcome.retry_after_s, MIN_SERVER_DELAY_S)
     next_at = now + timedelta(seconds=delay)
     # Age counts from the first attempt: time spent scheduled or waiting on our own limits
     # before it does not bring a delivery closer to failing.
@@ -325,7 +327,7 @@ class _Batch:
         for account in accounts_:
             sent = self.usage[(account, False)] + self.usage[(account, True)]
             bounced = self.usage[(account, True)]
-            await bump_usage(conn, f"account:{account}", "day", day_start(now), sent, bounced)
+            await record_use(conn, account, now, sent, bounced)
         for delivery, outcome in self.bounced:
             await suppressions.add(
                 conn,

@@ -21,7 +21,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from relay import log, metrics, reloading
 from relay.config import Config
@@ -33,6 +33,10 @@ from relay.store import accounts
 from relay.store import deliveries as queue
 from relay.store.db import Database, describe_error, utcnow
 from relay.store.suppressions import SuppressionCache
+from relay.store.tenants import list_tenants
+
+if TYPE_CHECKING:
+    from relay.transport.pool import SmarthostPool
 
 logger = log.get(__name__)
 
@@ -58,6 +62,14 @@ async def pass_through(delivery: Delivery, raw: bytes) -> tuple[str, bytes]:
 
 
 def build_transport(config: Config) -> Transport:
+    if config.delivery.routes:  # per tenant / sender domain
+        from relay.transport.routes import Router
+
+        return Router.build(config, _build_one)
+    return _build_one(config)
+
+
+def _build_one(config: Config) -> Transport:
     d = config.delivery
     if d.mode == "sink":
         from relay.transport.sink import SinkTransport
@@ -127,9 +139,13 @@ class Scheduler:
         """Share pool state through the database: pauses both ways, usage and warm-up in."""
         from relay.transport.pool import SmarthostPool
 
-        pool = self.transport
-        if not isinstance(pool, SmarthostPool):
-            return
+        if hasattr(self.transport, "bind_tenants"):  # routes by tenant name (transport.routes)
+            self.transport.bind_tenants({t.id: t.name for t in await list_tenants(self.db)})
+        for pool in getattr(self.transport, "pools", [self.transport]):
+            if isinstance(pool, SmarthostPool):
+                await self._sync_pool(pool)
+
+    async def _sync_pool(self, pool: SmarthostPool) -> None:
         now = self.clock()
         await accounts.ensure(self.db, [a.config.name for a in pool.accounts], now)
         for account in pool.accounts:
@@ -145,7 +161,8 @@ class Scheduler:
                 )
                 account.newly_paused = False
         await accounts.expire_pauses(self.db, now)
-        pool.sync(await accounts.read_all(self.db, now), now)
+        window_s = self.config.delivery.account_bounce_window
+        pool.sync(await accounts.read_all(self.db, now, window_s), now)
 
     async def fill(self) -> int:
         """Lease as many due deliveries as the window has room for and start them."""

@@ -60,6 +60,11 @@ def test_expiry_and_server_given_delay() -> None:
     assert expired.state is DeliveryState.FAILED and expired.classification.reason == "expired"
     asked = decide(_delivery(), _outcome(450, retry_after_s=7200.0), POLICY, NOW, random.Random(0))
     assert asked.next_attempt_at == NOW + timedelta(hours=2)
+    # sooner than the retry schedule (5 min) when the server says so, but not below a minute
+    soon = decide(_delivery(), _outcome(450, retry_after_s=90.0), POLICY, NOW, random.Random(0))
+    assert soon.next_attempt_at == NOW + timedelta(seconds=90)
+    now_ = decide(_delivery(), _outcome(450, retry_after_s=1.0), POLICY, NOW, random.Random(0))
+    assert now_.next_attempt_at == NOW + timedelta(seconds=60)
 
 
 def test_suppressed_detail() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import mysql, sqlite
@@ -29,6 +29,9 @@ class AccountRow:
     consecutive_failures: int
     warmup_started_at: datetime | None
     sent_today: int
+    sent_minute: float = 0.0  # the sliding last minute, every node
+    window_sent: int = 0  # sends and hard bounces in the bounce-rate window (since resume)
+    window_bounced: int = 0
 
 
 def day_start(now: datetime) -> datetime:
@@ -56,8 +59,25 @@ async def ensure(db: Database, names: Iterable[str], now: datetime) -> None:
                 )
 
 
-async def read_all(db: Database, now: datetime) -> list[AccountRow]:
+async def read_all(db: Database, now: datetime, window_s: float = 3600.0) -> list[AccountRow]:
+    """Every account with today's usage, the sliding minute and the bounce-rate window."""
+    minute = now.replace(second=0, microsecond=0)
+    since = minute - timedelta(seconds=max(window_s, 120.0))
     async with db.read() as conn:
+        recent = list(
+            await conn.execute(
+                select(
+                    usage_counters.c.subject,
+                    usage_counters.c.window_start,
+                    usage_counters.c.count,
+                    usage_counters.c.bounces,
+                ).where(
+                    usage_counters.c.window == "minute",
+                    usage_counters.c.window_start >= since,
+                    usage_counters.c.subject.like("account:%"),
+                )
+            )
+        )
         used = {
             r.subject.removeprefix("account:"): r.count
             for r in await conn.execute(
@@ -69,7 +89,13 @@ async def read_all(db: Database, now: datetime) -> list[AccountRow]:
             )
         }
         rows = await conn.execute(select(accounts).order_by(accounts.c.name))
-        return [
+    left_of_previous = 1.0 - (now - minute).total_seconds() / 60.0
+    found = []
+    for r in rows:
+        # Bounces count from the later of the window start and the last pause/resume.
+        start = max(now - timedelta(seconds=window_s), r.updated_at)
+        mine = [c for c in recent if c.subject == f"account:{r.name}"]
+        found.append(
             AccountRow(
                 r.name,
                 bool(r.paused),
@@ -78,9 +104,24 @@ async def read_all(db: Database, now: datetime) -> list[AccountRow]:
                 r.consecutive_failures,
                 r.warmup_started_at,
                 used.get(r.name, 0),
+                sum(c[2] for c in mine if c.window_start == minute)
+                + left_of_previous
+                * sum(c[2] for c in mine if c.window_start == minute - timedelta(minutes=1)),
+                sum(c[2] for c in mine if c.window_start >= start.replace(second=0)),
+                sum(c[3] for c in mine if c.window_start >= start.replace(second=0)),
             )
-            for r in rows
-        ]
+        )
+    return found
+
+
+async def record_use(
+    conn: AsyncConnection, name: str, now: datetime, sent: int = 1, bounced: int = 0
+) -> None:
+    """Count messages sent through an account (and how many hard-bounced): per day (limits,
+    warm-up) and per minute (per-minute rate, hard-bounce rate)."""
+    await bump_usage(conn, f"account:{name}", "day", day_start(now), sent, bounced)
+    minute = now.replace(second=0, microsecond=0)
+    await bump_usage(conn, f"account:{name}", "minute", minute, sent, bounced)
 
 
 async def set_paused(

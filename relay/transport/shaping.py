@@ -190,9 +190,11 @@ class Shaper:
                 self._forget_stale(dest, now)
                 return Postponed(slot - now, "destination rate")
         deadline = now + self.max_wait_s
-        while shape.max_connections and dest.active >= shape.max_connections:
+        while True:
+            dest.freed.clear()  # before the check, so a release after it is not missed
+            if not shape.max_connections or dest.active < shape.max_connections:
+                break
             left = deadline - self.clock()
-            dest.freed.clear()
             try:
                 async with asyncio.timeout(max(left, 0.0)):
                     await dest.freed.wait()

@@ -6,11 +6,17 @@ import asyncio
 import random
 from datetime import datetime
 
-from relay.config import DeliveryConfig, ShapeConfig
+from sqlalchemy import select
+
+from relay.config import Config, DeliveryConfig, ShapeConfig
 from relay.model import WAIT_DETAIL, Delivery, SmtpReply
+from relay.scheduler import Scheduler, build_transport
+from relay.store.db import Database
+from relay.store.tables import deliveries
 from relay.transport.mx import DirectTransport, MxResolver
 from relay.transport.session import SessionCache
 from relay.transport.shaping import DEFAULT, PROVIDERS, Shape, Shaper, is_throttle, shapes
+from tests import rows
 from tests.peers import RecordingServer, free_port
 from tests.transport.dnsstub import DnsStub
 
@@ -240,3 +246,29 @@ async def test_dead_destination_defers_its_queue_then_probes_again() -> None:
         finally:
             await transport.close()
             await asyncio.to_thread(mx.stop)
+
+
+async def test_scheduler_puts_shaped_deliveries_back_untried(db: Database) -> None:
+    msg = await rows.message(db, await rows.tenant(db))
+    ids = [await rows.delivery(db, msg, f"u{i}@c.example") for i in range(3)]
+    async with DnsStub(RECORDS) as stub, RecordingServer() as mx:
+        config = Config(
+            delivery=DeliveryConfig(
+                mode="direct",
+                mx_port=mx.port,
+                dns_servers=["127.0.0.1"],
+                dns_port=stub.port,
+                shaping={"default": ShapeConfig(messages_per_second=0.5)},
+                shaping_max_wait=0.0,
+            )
+        )
+        s = Scheduler(config, db, build_transport(config), owner="w1")
+        await s.run_until_idle()
+        await s.transport.close()
+    assert len(mx.messages) == 1
+    async with db.read() as conn:
+        found = list(await conn.execute(select(deliveries).where(deliveries.c.id.in_(ids))))
+    waiting = sorted((r for r in found if r.state != "delivered"), key=lambda r: r.next_attempt_at)
+    assert [(r.state, r.attempts) for r in waiting] == [("queued", 0), ("queued", 0)]
+    gap = (waiting[1].next_attempt_at - waiting[0].next_attempt_at).total_seconds()
+    assert 1.5 <= gap <= 2.5  # one every two seconds, each in its own slot
