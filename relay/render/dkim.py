@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dkim
 import nacl.signing
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from relay.config import Config
 from relay.errors import ConfigError
@@ -37,6 +38,8 @@ class DkimKey:
     selector: str
     algorithm: str  # "rsa-sha256" | "ed25519-sha256"
     private_key: bytes  # PEM (RSA) or base64 seed (Ed25519), as dkimpy wants them
+    # The same RSA key loaded once into OpenSSL (see _OpenSslRsaDKIM); None for Ed25519.
+    rsa_key: rsa.RSAPrivateKey | None = field(default=None, compare=False, repr=False)
 
 
 class DkimSigner:
@@ -62,19 +65,64 @@ class DkimSigner:
         return b"".join(signatures) + message
 
 
+class _OpenSslRsaDKIM(dkim.DKIM):  # type: ignore[misc]
+    """dkimpy with the RSA private-key operation done by OpenSSL (`cryptography`).
+
+    dkimpy canonicalizes, hashes and builds the header; only its RSA step is replaced, since it
+    is pure Python: ~7 ms per RSA-2048 signature on this hardware against ~0.3 ms in OpenSSL.
+    dkimpy's Ed25519 branch signs through any object with `sign(digest).signature`, so the
+    header digest is handed to an adapter around the OpenSSL key while that branch runs; the
+    a= tag was fixed earlier from the real algorithm, and both use SHA-256 for the digest.
+    """
+
+    def __init__(self, message: bytes, key: rsa.RSAPrivateKey) -> None:
+        super().__init__(message, signature_algorithm=b"rsa-sha256", linesep=b"\r\n")
+        self._openssl_key = key
+
+    def gen_header(self, fields: Any, include_headers: Any, canon_policy: Any,
+                   header_name: bytes, pk: Any, standardize: bool = False) -> Any:  # fmt: skip
+        self.signature_algorithm = b"ed25519-sha256"
+        try:
+            return super().gen_header(
+                fields, include_headers, canon_policy, header_name,
+                _DigestSigner(self._openssl_key), standardize,
+            )  # fmt: skip
+        finally:
+            self.signature_algorithm = b"rsa-sha256"
+
+
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _DigestSigner:
+    key: rsa.RSAPrivateKey
+
+    def sign(self, digest: bytes) -> _Signed:
+        prehashed = utils.Prehashed(hashes.SHA256())
+        return _Signed(self.key.sign(digest, padding.PKCS1v15(), prehashed))
+
+
 def _signature(message: bytes, key: DkimKey) -> bytes:
     present = _present_headers(message)
     include = [h for h in SIGNED_HEADERS if h in present]
     include += [h for h in OVERSIGNED if h in present]
-    sig = dkim.sign(
-        message,
-        key.selector.encode("ascii"),
-        key.domain.encode("ascii"),
-        key.private_key,
-        include_headers=[h.encode("ascii") for h in include],
-        canonicalize=(b"relaxed", b"relaxed"),
-        signature_algorithm=key.algorithm.encode("ascii"),
-    )
+    options: dict[str, Any] = {
+        "include_headers": [h.encode("ascii") for h in include],
+        "canonicalize": (b"relaxed", b"relaxed"),
+    }
+    selector, domain = key.selector.encode("ascii"), key.domain.encode("ascii")
+    if key.rsa_key is not None:
+        sig = _OpenSslRsaDKIM(message, key.rsa_key).sign(
+            selector, domain, key.private_key, **options
+        )
+    else:
+        sig = dkim.sign(
+            message, selector, domain, key.private_key,
+            signature_algorithm=key.algorithm.encode("ascii"), **options,
+        )  # fmt: skip
     return bytes(sig)
 
 
@@ -111,12 +159,24 @@ def _load_key(
         data = path.read_bytes()
     except OSError as e:
         raise ConfigError(where, f"cannot read {str(path)!r}: {e.strerror}") from None
-    key = DkimKey(domain.lower().rstrip("."), selector, algorithm, data.strip())
     try:
-        _signature(_PROBE, DkimKey("example.com", "probe", algorithm, key.private_key))
+        return make_key(domain, selector, algorithm, data)
     except (dkim.DKIMException, ValueError, TypeError) as e:
         raise ConfigError(where, f"{str(path)!r} is not a valid {algorithm} key: {e}") from None
-    return key
+
+
+def make_key(domain: str, selector: str, algorithm: str, private_key: bytes) -> DkimKey:
+    """A signing key from a key file's contents, test-signed once; ValueError or
+    dkim.DKIMException when the key is unusable."""
+    pem = private_key.strip()
+    rsa_key = None
+    if algorithm == "rsa-sha256":
+        loaded = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(loaded, rsa.RSAPrivateKey):
+            raise ValueError("not an RSA private key")
+        rsa_key = loaded
+    _signature(_PROBE, DkimKey("example.com", "probe", algorithm, pem, rsa_key))
+    return DkimKey(domain.lower().rstrip("."), selector, algorithm, pem, rsa_key)
 
 
 def generate_key(algorithm: str) -> tuple[bytes, str]:
