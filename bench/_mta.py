@@ -277,10 +277,11 @@ class Relay:
 
     def __init__(
         self, root: Path, port: int, sink_port: int, database: str, dkim: bool,
-        mysql_url: str, log_level: str,
+        mysql_url: str, log_level: str, processes: int = 1,
     ) -> None:  # fmt: skip
         self.root, self.port = root, port
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.processes = processes
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.mysql_name = ""
         self.mysql_url = mysql_url
         self.database, self.dkim, self.sink_port, self.log_level = (
@@ -340,15 +341,19 @@ format = "json"
     def start(self) -> None:
         self.prepare()
         env = _clean_env()
-        with open(self.root / "relay.log", "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "relay", "-c", str(self.config), "serve"],
-                cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        layouts = [["serve"]] if self.processes == 1 else [
+            ["serve", "--role", "smtp,web"], ["serve", "--role", "delivery"],
+        ]  # fmt: skip
+        for n, args in enumerate(layouts):
+            with open(self.root / f"relay{n or ''}.log", "wb") as log:
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "relay", "-c", str(self.config), *args],
+                    cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
+                ))  # fmt: skip
         _proc.wait_for_port(self.port, 60, alive=lambda: self.alive())
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return bool(self.procs) and all(p.poll() is None for p in self.procs)
 
     def log_tail(self, lines: int = 5) -> str:
         try:
@@ -357,17 +362,19 @@ format = "json"
             return ""
 
     def pids(self) -> list[int]:
-        return [self.proc.pid] if self.alive() and self.proc else []
+        return [p.pid for p in self.procs] if self.alive() else []
 
     def stop(self) -> None:
         try:
-            if self.proc is not None and self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)  # graceful: drains within drain_timeout
+            for proc in self.procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)  # graceful: drains within drain_timeout
+            for proc in self.procs:
                 try:
-                    self.proc.wait(30)
+                    proc.wait(30)
                 except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+                    proc.kill()
+                    proc.wait()
         finally:
             if self.mysql_name:
                 mysql_drop(self.mysql_url, self.mysql_name)

@@ -42,6 +42,7 @@ class Case:
     sessions: int
     database: str = ""  # relay: sqlite | mysql
     dkim: bool = False
+    processes: int = 1  # relay: 1 = `relay serve`; 2 = smtp,web and delivery apart
 
     @property
     def label(self) -> str:
@@ -49,11 +50,13 @@ class Case:
             return "smtp-sink alone (loopback limit)"
         if self.system == "postfix":
             return "postfix"
-        return f"relay {self.database}" + (" +dkim" if self.dkim else "")
+        split = " 2 proc" if self.processes == 2 else ""
+        return f"relay {self.database}{split}" + (" +dkim" if self.dkim else "")
 
     @property
     def key(self) -> str:
-        parts = [self.system, self.database, "dkim" if self.dkim else "", str(self.size)]
+        parts = [self.system, self.database, "p2" if self.processes == 2 else "",
+                 "dkim" if self.dkim else "", str(self.size)]  # fmt: skip
         return "-".join(p for p in parts if p) + f"-s{self.sessions}"
 
 
@@ -118,6 +121,10 @@ def parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                    default=["sqlite", "mysql"], help="relay's databases (default sqlite,mysql)")
     p.add_argument("--dkim", type=_choices("--dkim", ("off", "on")), default=["off", "on"],
                    help="relay without and/or with DKIM RSA-2048 signing (default off,on)")
+    p.add_argument("--relay-processes", type=_ints("--relay-processes", 1), default=[1],
+                   help="relay layouts: 1 = one `relay serve` with every role, 2 = `serve "
+                   "--role smtp,web` beside `serve --role delivery` on the same database, as "
+                   "relay@.service runs them (default 1; 1,2 measures both)")
     p.add_argument("--timeout", type=_positive("--timeout", float), default=600.0,
                    help="seconds one run may take, acceptance and draining (default 600)")
     p.add_argument("--mysql-url", default=MYSQL_URL,
@@ -149,7 +156,12 @@ def cases(args: argparse.Namespace) -> list[Case]:
                 continue
             for database in args.databases if n == 0 else args.databases[:1]:
                 for dkim in args.dkim if n == 0 else args.dkim[:1]:
-                    found.append(Case("relay", size, sessions, database, dkim == "on"))
+                    for processes in args.relay_processes:
+                        if processes > 2:
+                            raise ValueError("--relay-processes: 1 or 2")
+                        found.append(
+                            Case("relay", size, sessions, database, dkim == "on", processes)
+                        )
     return found
 
 
@@ -171,7 +183,7 @@ def measure(
         elif case.system == "relay":
             mta = _mta.Relay(
                 scratch / "relay", port, sink_port, case.database, case.dkim, args.mysql_url,
-                args.relay_log_level,
+                args.relay_log_level, case.processes,
             )  # fmt: skip
         if mta is not None:
             stack.callback(mta.stop)  # before start: a half-started server is stopped too
@@ -247,6 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     records: list[dict[str, Any]] = [
         {"key": c.key, "label": c.label, "system": c.system, "database": c.database or None,
          "dkim": c.dkim, "tracking": c.system == "relay", "size": c.size,
+         "processes": c.processes if c.system == "relay" else None,
          "sessions": c.sessions, "runs": [], "skipped": None}
         for c in all_cases
     ]  # fmt: skip
