@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from relay import config as config_module
 from relay.intake import Intake, Settings
-from relay.render import collect_links
+from relay.render import _plan, collect_links
 from relay.render.tokens import TokenKind, load_keyring
 from relay.rendering import DeliveryRenderer
 from relay.scheduler import Scheduler
@@ -86,8 +86,12 @@ async def test_accept_render_deliver(db: Database, tmp_path: Path) -> None:
         scheduler = Scheduler(
             cfg, db, transport, render=DeliveryRenderer(cfg, db), rng=random.Random(1), owner="w1"
         )
+        built, found = _plan.SHARED.misses, _plan.SHARED.hits
         await scheduler.run_until_idle()
         await transport.close()
+        # The bytes read back from the store are the ones intake planned: both recipients'
+        # renders found intake's plan in the process's cache instead of scanning again.
+        assert (_plan.SHARED.misses, _plan.SHARED.hits) == (built, found + 2)
 
     keyring = load_keyring(cfg)
     async with db.read() as conn:

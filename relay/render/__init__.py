@@ -41,14 +41,17 @@ class Rendered:
 
 
 class Renderer:
-    """Renders deliveries; keeps a small cache of per-message plans (thread-safe)."""
+    """Renders deliveries; per-message plans come from a (thread-safe) plan cache."""
 
-    def __init__(self, config: Config, keyring: Keyring, dkim: DkimSigner | None = None) -> None:
+    def __init__(
+        self, config: Config, keyring: Keyring, dkim: DkimSigner | None = None,
+        plans: _plan.PlanCache = _plan.SHARED,
+    ) -> None:  # fmt: skip
         self._config = config
         self._keyring = keyring
         self._dkim = dkim
         self._base = config.http.public_url.rstrip("/")
-        self._plans = _plan.PlanCache()
+        self._plans = plans  # shared with intake's collect_links in the same process
 
     @classmethod
     def from_config(cls, config: Config) -> Renderer:
@@ -57,7 +60,7 @@ class Renderer:
 
     def render(self, job: RenderJob) -> Rendered:
         """Synchronous CPU work; run it in a thread when DKIM signing is configured."""
-        plan = self._plans.get(job.message_id, job.raw, self._config)
+        plan = self._plans.get(job.raw, self._config)
         raw = plan.raw
         patches = [(plan.header_end, plan.header_end, self._headers(plan, job))]
         if job.track_opens or job.track_clicks:
@@ -153,8 +156,9 @@ class Renderer:
 def collect_links(raw: bytes, config: Config) -> list[str]:
     """Ordered, de-duplicated http(s) URLs that rendering would track in this message
     (same rules as rewriting: skips mailto/tel/anchors/excluded domains/opt-out attr/
-    existing tracking and unsubscribe links). Intake stores them in `links`."""
-    return _plan.build(raw, config).urls()
+    existing tracking and unsubscribe links). Intake stores them in `links`; the plan stays
+    in the process's plan cache, so rendering the message here does not scan it again."""
+    return _plan.SHARED.get(raw, config).urls()
 
 
 def tracking_flags(

@@ -21,6 +21,7 @@ from relay.config import Config
 from relay.render import _html, _mime
 
 CACHE_SIZE = 256
+CACHE_BYTES = 64 * 2**20  # originals and decoded parts held by the plan cache
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'\[\]{}|\\^`]+")
 _TRAILING_PUNCT = ".,;:!?)"
 
@@ -175,24 +176,49 @@ def _ascii_compatible(charset: str) -> bool:
 
 
 class PlanCache:
-    """A small LRU of plans by message id: recipients of one message share one plan. The
-    original bytes are compared too (a memcmp), so a reused id can never get a stale plan."""
+    """An LRU of plans keyed by the message's bytes (and the config that shapes a plan).
 
-    def __init__(self, size: int = CACHE_SIZE) -> None:
-        self._size = size
-        self._plans: OrderedDict[int, tuple[bytes, MessagePlan]] = OrderedDict()
+    One cache per process (`SHARED`): intake's link collection builds a message's plan, and
+    the renderer finds it again for every recipient, without a second HTML scan. Keys are
+    the bytes themselves (compared in full on a hash match), so an entry can never be stale;
+    bounded by count and by total size, so large messages cannot pin much memory.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE, max_bytes: int = CACHE_BYTES) -> None:
+        self._size, self._max_bytes = size, max_bytes
+        self._plans: OrderedDict[tuple[bytes, tuple[object, ...]], MessagePlan] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
+        self.hits = self.misses = 0
 
-    def get(self, message_id: int, raw: bytes, config: Config) -> MessagePlan:
+    def get(self, raw: bytes, config: Config) -> MessagePlan:
+        key = (raw, _shaping(config))
         with self._lock:
-            entry = self._plans.get(message_id)
-            if entry is not None and (entry[0] is raw or entry[0] == raw):
-                self._plans.move_to_end(message_id)
-                return entry[1]
+            plan = self._plans.get(key)
+            if plan is not None:
+                self._plans.move_to_end(key)
+                self.hits += 1
+                return plan
+            self.misses += 1
         plan = build(raw, config)
         with self._lock:
-            self._plans[message_id] = (raw, plan)
-            self._plans.move_to_end(message_id)
-            while len(self._plans) > self._size:
-                self._plans.popitem(last=False)
+            if key not in self._plans:
+                self._plans[key] = plan
+                self._bytes += _weight(plan)
+            while self._plans and (len(self._plans) > self._size or self._bytes > self._max_bytes):
+                _, old = self._plans.popitem(last=False)
+                self._bytes -= _weight(old)
         return plan
+
+
+def _shaping(config: Config) -> tuple[object, ...]:
+    """The config values a plan depends on (a reload that changes them misses the cache)."""
+    tracking = config.tracking
+    return (config.http.public_url, tuple(tracking.exclude_domains), tracking.rewrite_text_links)
+
+
+def _weight(plan: MessagePlan) -> int:
+    return len(plan.raw) + sum(len(p.decoded) for p in plan.parts)
+
+
+SHARED = PlanCache()
