@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from relay.config import Config
 from relay.render import _html, _mime
 
-CACHE_SIZE = 256
+CACHE_SIZE = 4096  # plans; enough for a backlog of single-recipient mail between intake and send
 CACHE_BYTES = 64 * 2**20  # originals and decoded parts held by the plan cache
 _TEXT_URL = re.compile(r"https?://[^\s<>\"'\[\]{}|\\^`]+")
 _TRAILING_PUNCT = ".,;:!?)"
