@@ -349,8 +349,15 @@ def _wait_healthy(port: int) -> None:
     raise SystemExit("the server did not come up")
 
 
-def _wrk(port: int, script: Path, seconds: int, connections: int, threads: int) -> str:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(port: int, script: Path, seconds: int, connections: int, threads: int, pid: int) -> str:
     load = os.getloadavg()[0]
+    cpu = _cpu_s(pid)
     out = subprocess.run(
         [
             "wrk",
@@ -366,15 +373,18 @@ def _wrk(port: int, script: Path, seconds: int, connections: int, threads: int) 
         text=True,
         check=True,
     ).stdout
+    cpu = _cpu_s(pid) - cpu
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"50%\s+([\d.]+\w+)", out)
     p99 = re.search(r"99%\s+([\d.]+\w+)", out)
     total = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    per_request = f"{cpu / int(total.group(1)) * 1e6:.0f}" if total else "?"
     return (
         f"{rps.group(1) if rps else '?'} req/s, p50 {p50.group(1) if p50 else '?'}, "
         f"p99 {p99.group(1) if p99 else '?'}, {total.group(1) if total else '?'} requests"
-        f"{', ' + errors.group(0) if errors else ''} (load average before: {load:.2f})"
+        f"{', ' + errors.group(0) if errors else ''}, server CPU {per_request} µs/request"
+        f" (load average before: {load:.2f})"
     )
 
 
@@ -425,9 +435,12 @@ def bench_pixel(seconds: int, connections: int, threads: int, runs: int, baselin
             "end\n"
         )
         for run in range(1, runs + 1):
-            print(f"run {run} relay: {_wrk(port, script, seconds, connections, threads)}")
+            print(
+                f"run {run} relay: {_wrk(port, script, seconds, connections, threads, server.pid)}"
+            )
             if bare:
-                print(f"run {run} bare:  {_wrk(bare_port, script, seconds, connections, threads)}")
+                bare_run = _wrk(bare_port, script, seconds, connections, threads, bare.pid)
+                print(f"run {run} bare:  {bare_run}")
     finally:
         for proc in (server, bare):
             if proc is not None:
