@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -458,17 +459,36 @@ async def _bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def serve_bare(port: int) -> None:
-    uvicorn.run(
-        _bare,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        server_header=False,
+    import uvloop
+
+    uvloop.run(_serve_bare(port))
+
+
+async def _serve_bare(port: int) -> None:
+    server = uvicorn.Server(
+        uvicorn.Config(
+            _bare,
+            host="127.0.0.1",
+            port=port,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+        )
     )
+    import signal
+
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGTERM, lambda: setattr(server, "should_exit", True)
+    )
+    lags: list[float] = []
+    probe = asyncio.create_task(_loop_lag(lags))
+    await server.serve()  # until SIGTERM
+    probe.cancel()
+    _print_lag("bare", lags)
 
 
 async def serve() -> None:
@@ -486,10 +506,31 @@ async def serve() -> None:
     import signal
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    lags: list[float] = []
+    probe = asyncio.create_task(_loop_lag(lags))
     try:
         await run(config, db, stopping)
     finally:
+        probe.cancel()
         await db.dispose()
+    _print_lag("relay", lags)
+
+
+def _print_lag(name: str, lags: list[float]) -> None:
+    if lags:
+        p50, p99 = percentiles(lags)
+        print(
+            f"{name} event-loop lag (5 ms sleeps, whole run): p50 {p50:.1f} ms, p99 {p99:.1f} ms,"
+            f" max {max(lags):.1f} ms over {len(lags):,} samples"
+        )
+
+
+async def _loop_lag(lags: list[float]) -> None:
+    """How late a 5 ms sleep wakes: what a request waits behind other work on the loop."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(0.005)
+        lags.append((time.perf_counter() - started - 0.005) * 1000)
 
 
 def main() -> None:
