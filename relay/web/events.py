@@ -132,7 +132,7 @@ class EventBuffer:
                 metrics.event_flush_seconds.observe(time.perf_counter() - started)
                 total += len(batch)
                 self.written += len(batch)
-                # Building a batch's statements is CPU on this loop: let requests in between.
+                # Let requests in between batches (matters when writing on this loop).
                 await asyncio.sleep(0)
             return total
 
