@@ -107,8 +107,15 @@ class Database:
 
     def twin(self, **overrides: Any) -> Database | None:
         """A second Database on the same config with its own engine (e.g. for another
-        thread's event loop: async connections belong to the loop that opened them)."""
-        return None if self.config is None else Database.from_config(self.config, **overrides)
+        thread's event loop: async connections belong to the loop that opened them). None
+        when there is no config to copy, or for in-memory SQLite (a twin would be another,
+        empty database)."""
+        if self.config is None:
+            return None
+        database = self.engine.url.database or ""
+        if self.engine.url.get_backend_name() == "sqlite" and database in ("", ":memory:"):
+            return None
+        return Database.from_config(self.config, **overrides)
 
     def read(self) -> AsyncContextManager[AsyncConnection]:
         return self.engine.connect()
