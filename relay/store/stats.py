@@ -113,10 +113,7 @@ async def bump_many(conn: AsyncConnection, counts: Mapping[CounterKey, int]) -> 
     await conn.execute(_upsert(conn.dialect.name, "counters"), rows)
     await conn.execute(
         _upsert(conn.dialect.name, "rollups"),
-        [
-            dict(zip(_ROLLUP_COLUMNS, (*key, n), strict=True))
-            for key, n in sorted(rolled.items())
-        ],
+        [dict(zip(_ROLLUP_COLUMNS, (*key, n), strict=True)) for key, n in sorted(rolled.items())],
     )
 
 
@@ -265,4 +262,3 @@ def rates(t: Mapping[str, int]) -> dict[str, float]:
         "unsubscribe": ratio(t["unsubscribed"], t["delivered"]),
         "complaint": ratio(t["complained"], t["delivered"]),
     }
-
