@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import re
@@ -29,7 +30,7 @@ from typing import Any
 
 import httpx
 import uvicorn
-from sqlalchemy import func, select
+from sqlalchemy import Column, Integer, MetaData, Table, func, select
 
 from relay.config import Config, DatabaseConfig
 from relay.render.tokens import Keyring, TokenData, TokenKind
@@ -42,109 +43,136 @@ from relay.web.pixel import GIF_START as PIXEL_START
 
 SECRET = "bench-tracking-secret-0123456789"
 START = datetime(2026, 10, 1)
-CHUNK = 10_000
 RANGE = "/api/v1/stats/overview?from=2026-10-01T00:00:00Z&to=2026-10-05T00:00:00Z"
 
 
 async def fill(db: Database, n_deliveries: int, n_campaigns: int = 20) -> tuple[int, str]:
-    """Tenant, campaigns, one message per 1,000 deliveries, deliveries, 3 events each."""
+    """Tenant, campaigns, one message per 1,000 deliveries, deliveries, 3 events each.
+
+    Rows are generated inside the database (INSERT … SELECT over the messages × a 1,000-row
+    sequence, then deliveries × 3 event kinds), 100 messages per transaction; the matching
+    stat counters are computed here and written with `stats.bump_many`, as the app would.
+    """
     tenant = await tenants.add_tenant(db, f"bench-{random.randrange(10**9)}")
     _key, secret = await tenants.create_api_key(db, tenant)
-    now = START
+    n_messages = max(1, n_deliveries // 1000)
+    per_message = min(1000, n_deliveries)
+    mysql = db.is_mysql
     async with db.write() as conn:
-        camp_ids = []
-        for i in range(n_campaigns):
-            r = await conn.execute(
-                campaigns.insert().values(
-                    tenant_id=tenant.id,
-                    name=f"campaign-{i}",
-                    state="active",
-                    settings={},
-                    created_at=now,
-                )
-            )
-            camp_ids.append(int(r.inserted_primary_key[0]))  # type: ignore[index]
-        msg_ids = []
-        for i in range(max(1, n_deliveries // 1000)):
-            r = await conn.execute(
-                messages.insert().values(
-                    tenant_id=tenant.id,
-                    campaign_id=camp_ids[i % n_campaigns],
-                    size=1000,
-                    raw=None,
-                    options={},
-                    received_at=now,
-                )
-            )
-            msg_ids.append((int(r.inserted_primary_key[0]), camp_ids[i % n_campaigns]))  # type: ignore[index]
-    counts: Counter[stats.CounterKey] = Counter()
-    done = 0
-    while done < n_deliveries:
-        batch = min(CHUNK, n_deliveries - done)
-        d_rows, e_rows = [], []
-        for i in range(done, done + batch):
-            msg_id, camp = msg_ids[i // 1000 % len(msg_ids)]
-            at = START + timedelta(seconds=i * 7)
-            d_rows.append(
+        result = await conn.execute(
+            campaigns.insert().returning(campaigns.c.id, sort_by_parameter_order=True),
+            [
                 {
-                    "message_id": msg_id,
                     "tenant_id": tenant.id,
-                    "campaign_id": camp,
-                    "recipient": f"r{i}@example.com",
-                    "recipient_key": f"r{i}@example.com",
-                    "domain": "example.com",
-                    "state": "delivered",
-                    "attempts": 1,
-                    "next_attempt_at": at,
-                    "created_at": at,
-                    "updated_at": at,
-                    "final_at": at,
+                    "name": f"campaign-{i}",
+                    "state": "active",
+                    "settings": {},
+                    "created_at": START,
                 }
-            )
-            for metric in ("sent", "delivered"):
-                counts[(tenant.id, camp, at, metric)] += 1
+                for i in range(n_campaigns)
+            ],
+        )
+        camp_ids = [int(r.id) for r in result]
+        result = await conn.execute(
+            messages.insert().returning(messages.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "tenant_id": tenant.id,
+                    "campaign_id": camp_ids[i % n_campaigns],
+                    "size": 1000,
+                    "raw": None,
+                    "options": {},
+                    "received_at": START,
+                }
+                for i in range(n_messages)
+            ],
+        )
+        msg_ids = [int(r.id) for r in result]
+        await conn.run_sync(lambda c: _SEQ.metadata.create_all(c, checkfirst=True))
+        await conn.execute(_SEQ.delete())
+        await conn.execute(_SEQ.insert(), [{"i": i} for i in range(per_message)])
+        if not mysql:
+            await conn.exec_driver_sql("PRAGMA cache_size=-400000")  # 400 MB for the indexes
+    for lo in range(0, n_messages, 100):
+        chunk = msg_ids[lo : lo + 100]
         async with db.write() as conn:
-            await conn.execute(deliveries.insert(), d_rows)
-            first = (
-                await conn.execute(
-                    deliveries.select()
-                    .with_only_columns(deliveries.c.id)
-                    .where(deliveries.c.recipient_key == f"r{done}@example.com")
-                )
-            ).scalar_one()
-            for j, row in enumerate(d_rows):
-                for k, kind in enumerate(("delivered", "opened", "clicked")):
-                    e_rows.append(
-                        {
-                            "tenant_id": tenant.id,
-                            "delivery_id": first + j,
-                            "message_id": row["message_id"],
-                            "campaign_id": row["campaign_id"],
-                            "recipient": row["recipient_key"],
-                            "type": kind,
-                            "occurred_at": row["created_at"] + timedelta(minutes=k),
-                            "unique_first": True,
-                            "machine": False,
-                        }
-                    )
-                for m in (
-                    "opened",
-                    "opened_unique",
-                    "opened_human",
-                    "opened_unique_human",
-                    "clicked",
-                    "clicked_unique",
-                    "clicked_human",
-                    "clicked_unique_human",
-                ):
-                    counts[(tenant.id, row["campaign_id"], row["created_at"], m)] += 1
-            await conn.execute(recipient_events.insert(), e_rows)
-        done += batch
+            await conn.exec_driver_sql(_deliveries_sql(mysql, tenant.id, lo, chunk))
+            await conn.exec_driver_sql(_events_sql(mysql, tenant.id, chunk))
+        done = min(n_deliveries, (lo + len(chunk)) * per_message)
         print(f"\r  {done:,}/{n_deliveries:,} deliveries", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     async with db.write() as conn:
-        await stats.bump_many(conn, counts)
+        await conn.run_sync(lambda c: _SEQ.drop(c, checkfirst=True))
+        await stats.bump_many(conn, _fill_counts(tenant.id, camp_ids, n_messages * per_message))
     return tenant.id, secret
+
+
+# A scratch sequence 0..999 to generate rows from (not part of relay's schema).
+_SEQ = Table("bench_seq", MetaData(), Column("i", Integer, primary_key=True, autoincrement=False))
+_EVENTS = (("delivered", 0), ("opened", 1), ("clicked", 2))  # type, minutes after delivery
+START_SQL = START.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _deliveries_sql(mysql: bool, tenant_id: int, first_index: int, msg_ids: list[int]) -> str:
+    """Delivery i (0-based over the whole fill) is created at START + 7 i seconds."""
+    cases = " ".join(f"WHEN {m} THEN {first_index + k}" for k, m in enumerate(msg_ids))
+    index = f"((CASE m.id {cases} END) * 1000 + s.i)"
+    if mysql:
+        at = f"TIMESTAMPADD(SECOND, 7 * {index}, '{START_SQL}')"
+        rcpt = f"CONCAT('r', {index}, '@example.com')"
+    else:
+        seconds = f"'+' || (7 * {index}) || ' seconds'"
+        at = f"strftime('%Y-%m-%d %H:%M:%S', '{START_SQL}', {seconds}) || '.000000'"
+        rcpt = f"'r' || {index} || '@example.com'"
+    ids = ",".join(map(str, msg_ids))
+    return (
+        "INSERT INTO deliveries (message_id, tenant_id, campaign_id, recipient, recipient_key,"
+        " domain, rcpt_type, state, attempts, next_attempt_at, created_at, updated_at, final_at)"
+        f" SELECT m.id, m.tenant_id, m.campaign_id, {rcpt}, {rcpt}, 'example.com', 'to',"
+        f" 'delivered', 1, {at}, {at}, {at}, {at}"
+        " FROM messages m CROSS JOIN bench_seq s"
+        f" WHERE m.tenant_id = {tenant_id} AND m.id IN ({ids})"
+        " ORDER BY m.id, s.i"
+    )
+
+
+def _events_sql(mysql: bool, tenant_id: int, msg_ids: list[int]) -> str:
+    kinds = " UNION ALL ".join(f"SELECT '{t}' AS type, {k} AS k" for t, k in _EVENTS)
+    if mysql:
+        at = "d.created_at + INTERVAL e.k MINUTE"
+    else:
+        at = "strftime('%Y-%m-%d %H:%M:%S', d.created_at, '+' || e.k || ' minutes') || '.000000'"
+    ids = ",".join(map(str, msg_ids))
+    return (
+        "INSERT INTO recipient_events (tenant_id, delivery_id, message_id, campaign_id,"
+        " recipient, type, occurred_at, unique_first, machine)"
+        f" SELECT d.tenant_id, d.id, d.message_id, d.campaign_id, d.recipient_key, e.type, {at},"
+        f" 1, 0 FROM deliveries d CROSS JOIN ({kinds}) e"
+        f" WHERE d.tenant_id = {tenant_id} AND d.message_id IN ({ids}) ORDER BY d.id, e.k"
+    )
+
+
+def _fill_counts(tenant_id: int, camp_ids: list[int], n: int) -> Counter[stats.CounterKey]:
+    """The counters the app would have bumped for the generated rows (by event time)."""
+    per_hour: Counter[tuple[int, str, int]] = Counter()  # campaign, kind, hours after START
+    for i in range(n):
+        camp, at_s = camp_ids[(i // 1000) % len(camp_ids)], 7 * i
+        per_hour[(camp, "sent", at_s // 3600)] += 1
+        for kind, minutes in _EVENTS:
+            per_hour[(camp, kind, (at_s + 60 * minutes) // 3600)] += 1
+    counts: Counter[stats.CounterKey] = Counter()
+    for (camp, kind, hour), k in per_hour.items():
+        for metric in _EVENT_METRICS[kind]:
+            counts[(tenant_id, camp, START + timedelta(hours=hour), metric)] += k
+    return counts
+
+
+_EVENT_METRICS = {
+    "sent": ("sent",),
+    "delivered": ("delivered",),
+    "opened": ("opened", "opened_unique", "opened_human", "opened_unique_human"),
+    "clicked": ("clicked", "clicked_unique", "clicked_human", "clicked_unique_human"),
+}
 
 
 def percentiles(samples: list[float]) -> tuple[float, float]:
@@ -152,12 +180,18 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-async def bench_stats(url: str, n: int, requests: int) -> None:
+async def bench_stats(url: str, n: int, requests: int, reuse: bool) -> None:
     db = Database.from_config(DatabaseConfig(url=url))
     await upgrade(db.engine)
     t0 = time.perf_counter()
-    tenant_id, key = await fill(db, n)
-    print(f"fill: {n:,} deliveries, {3 * n:,} events in {time.perf_counter() - t0:.1f} s")
+    found = [t for t in await tenants.list_tenants(db) if t.name.startswith("bench-")]
+    if reuse and found:
+        tenant = max(found, key=lambda t: t.id)
+        tenant_id, key = tenant.id, (await tenants.create_api_key(db, tenant))[1]
+        print(f"reusing the data of tenant {tenant.name} (no fill)")
+    else:
+        tenant_id, key = await fill(db, n)
+        print(f"fill: {n:,} deliveries, {3 * n:,} events in {time.perf_counter() - t0:.1f} s")
     config = Config.model_validate({"data_dir": tempfile.mkdtemp(), "tracking": {"secret": SECRET}})
     app = create_app(config, db)
     headers = {"Authorization": f"Bearer {key}"}
@@ -174,15 +208,50 @@ async def bench_stats(url: str, n: int, requests: int) -> None:
         ):
             await client.get(path, headers=headers)  # warm: key verification cached
             samples = []
+            cpu = time.process_time()
             for _ in range(requests):
                 started = time.perf_counter()
                 r = await client.get(path, headers=headers)
                 samples.append((time.perf_counter() - started) * 1000)
                 assert r.status_code == 200, r.text
+            cpu_ms = (time.process_time() - cpu) * 1000 / requests
             p50, p99 = percentiles(samples)
-            print(f"{name:18s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  ({requests} requests)")
+            print(
+                f"{name:18s} p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  CPU {cpu_ms:5.2f} ms/request"
+                f"  ({requests} requests, load average {os.getloadavg()[0]:.2f})"
+            )
+        overview = (await client.get("/api/v1/stats/overview", headers=headers)).json()
+    await check_totals(db, tenant_id, overview)
     await explain(db, tenant_id)
     await db.dispose()
+
+
+async def check_totals(db: Database, tenant_id: int, overview: dict[str, Any]) -> None:
+    """The overview (from roll-ups) against counts of the stored rows: the ground truth."""
+    async with db.read() as conn:
+        sent = (
+            await conn.execute(
+                select(func.count())
+                .select_from(deliveries)
+                .where(deliveries.c.tenant_id == tenant_id)
+            )
+        ).scalar_one()
+        by_type = dict(
+            (
+                await conn.execute(
+                    select(recipient_events.c.type, func.count())
+                    .where(recipient_events.c.tenant_id == tenant_id)
+                    .group_by(recipient_events.c.type)
+                )
+            ).all()
+        )
+    truth = (sent, by_type.get("delivered"), by_type.get("opened"), by_type.get("clicked"))
+    got = (overview["sent"], overview["delivered"], overview["opens"]["total"])
+    got += (overview["clicks"]["total"],)
+    verdict = "match" if truth == got else "MISMATCH"
+    print(f"check: overview sent/delivered/opens/clicks {got} vs stored rows {truth}: {verdict}")
+    if truth != got:
+        raise SystemExit(1)
 
 
 async def explain(db: Database, tenant_id: int) -> None:
@@ -281,8 +350,15 @@ def _wait_healthy(port: int) -> None:
     raise SystemExit("the server did not come up")
 
 
-def _wrk(port: int, script: Path, seconds: int, connections: int, threads: int) -> str:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(port: int, script: Path, seconds: int, connections: int, threads: int, pid: int) -> str:
     load = os.getloadavg()[0]
+    cpu = _cpu_s(pid)
     out = subprocess.run(
         [
             "wrk",
@@ -298,15 +374,18 @@ def _wrk(port: int, script: Path, seconds: int, connections: int, threads: int) 
         text=True,
         check=True,
     ).stdout
+    cpu = _cpu_s(pid) - cpu
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     p50 = re.search(r"50%\s+([\d.]+\w+)", out)
     p99 = re.search(r"99%\s+([\d.]+\w+)", out)
     total = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    per_request = f"{cpu / int(total.group(1)) * 1e6:.0f}" if total else "?"
     return (
         f"{rps.group(1) if rps else '?'} req/s, p50 {p50.group(1) if p50 else '?'}, "
         f"p99 {p99.group(1) if p99 else '?'}, {total.group(1) if total else '?'} requests"
-        f"{', ' + errors.group(0) if errors else ''} (load average before: {load:.2f})"
+        f"{', ' + errors.group(0) if errors else ''}, server CPU {per_request} µs/request"
+        f" (load average before: {load:.2f})"
     )
 
 
@@ -357,9 +436,12 @@ def bench_pixel(seconds: int, connections: int, threads: int, runs: int, baselin
             "end\n"
         )
         for run in range(1, runs + 1):
-            print(f"run {run} relay: {_wrk(port, script, seconds, connections, threads)}")
+            print(
+                f"run {run} relay: {_wrk(port, script, seconds, connections, threads, server.pid)}"
+            )
             if bare:
-                print(f"run {run} bare:  {_wrk(bare_port, script, seconds, connections, threads)}")
+                bare_run = _wrk(bare_port, script, seconds, connections, threads, bare.pid)
+                print(f"run {run} bare:  {bare_run}")
     finally:
         for proc in (server, bare):
             if proc is not None:
@@ -377,17 +459,36 @@ async def _bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 def serve_bare(port: int) -> None:
-    uvicorn.run(
-        _bare,
-        host="127.0.0.1",
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        server_header=False,
+    import uvloop
+
+    uvloop.run(_serve_bare(port))
+
+
+async def _serve_bare(port: int) -> None:
+    server = uvicorn.Server(
+        uvicorn.Config(
+            _bare,
+            host="127.0.0.1",
+            port=port,
+            loop="none",
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            server_header=False,
+        )
     )
+    import signal
+
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    asyncio.get_running_loop().add_signal_handler(
+        signal.SIGTERM, lambda: setattr(server, "should_exit", True)
+    )
+    lags: list[float] = []
+    probe = asyncio.create_task(_loop_lag(lags))
+    await server.serve()  # until SIGTERM
+    probe.cancel()
+    _print_lag("bare", lags)
 
 
 async def serve() -> None:
@@ -405,10 +506,31 @@ async def serve() -> None:
     import signal
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    lags: list[float] = []
+    probe = asyncio.create_task(_loop_lag(lags))
     try:
         await run(config, db, stopping)
     finally:
+        probe.cancel()
         await db.dispose()
+    _print_lag("relay", lags)
+
+
+def _print_lag(name: str, lags: list[float]) -> None:
+    if lags:
+        p50, p99 = percentiles(lags)
+        print(
+            f"{name} event-loop lag (5 ms sleeps, whole run): p50 {p50:.1f} ms, p99 {p99:.1f} ms,"
+            f" max {max(lags):.1f} ms over {len(lags):,} samples"
+        )
+
+
+async def _loop_lag(lags: list[float]) -> None:
+    """How late a 5 ms sleep wakes: what a request waits behind other work on the loop."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(0.005)
+        lags.append((time.perf_counter() - started - 0.005) * 1000)
 
 
 def main() -> None:
@@ -418,6 +540,7 @@ def main() -> None:
     s.add_argument("--url", default="sqlite+aiosqlite:///var/bench-web.db")
     s.add_argument("-n", "--deliveries", type=int, default=1_000_000)
     s.add_argument("--requests", type=int, default=300)
+    s.add_argument("--reuse", action="store_true", help="time the last fill's tenant again")
     p = sub.add_parser("pixel")
     p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--connections", type=int, default=100)
@@ -429,7 +552,7 @@ def main() -> None:
     b.add_argument("port", type=int)
     args = parser.parse_args()
     if args.cmd == "stats":
-        asyncio.run(bench_stats(args.url, args.deliveries, args.requests))
+        asyncio.run(bench_stats(args.url, args.deliveries, args.requests, args.reuse))
     elif args.cmd == "pixel":
         bench_pixel(args.seconds, args.connections, args.threads, args.runs, args.baseline)
     elif args.cmd == "serve-bare":

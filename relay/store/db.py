@@ -96,11 +96,26 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.is_mysql = is_mysql(engine)
+        self.config: DatabaseConfig | None = None  # set by from_config; `twin` needs it
         self._writer = engine.execution_options(relay_write=True)
 
     @classmethod
     def from_config(cls, config: DatabaseConfig, **overrides: Any) -> Database:
-        return cls(create_engine(config, **overrides))
+        db = cls(create_engine(config, **overrides))
+        db.config = config
+        return db
+
+    def twin(self, **overrides: Any) -> Database | None:
+        """A second Database on the same config with its own engine (e.g. for another
+        thread's event loop: async connections belong to the loop that opened them). None
+        when there is no config to copy, or for in-memory SQLite (a twin would be another,
+        empty database)."""
+        if self.config is None:
+            return None
+        database = self.engine.url.database or ""
+        if self.engine.url.get_backend_name() == "sqlite" and database in ("", ":memory:"):
+            return None
+        return Database.from_config(self.config, **overrides)
 
     def read(self) -> AsyncContextManager[AsyncConnection]:
         return self.engine.connect()

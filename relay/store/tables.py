@@ -360,6 +360,23 @@ stat_counters = Table(
     Index(None, "tenant_id", "bucket_start"),
 )
 
+# Roll-ups of stat_counters, bumped in the same upsert so that every stats read is a few
+# rows: per campaign (0 = none) by day and all time, and per tenant (campaign_id -1) by hour,
+# day and all time. 'all' rows have bucket_start 1970-01-01 (relay.store.stats).
+stat_rollups = Table(
+    "stat_rollups",
+    metadata,
+    _id(),
+    Column("tenant_id", Id, nullable=False),
+    Column("campaign_id", Id, nullable=False),  # 0 = no campaign, -1 = the whole tenant
+    Column("span", String(8), nullable=False),  # 'hour' (tenant only) | 'day' | 'all'
+    Column("bucket_start", Timestamp, nullable=False),
+    Column("metric", String(32), nullable=False),
+    Column("count", BigInteger, nullable=False, default=0),
+    UniqueConstraint("tenant_id", "campaign_id", "span", "bucket_start", "metric"),
+    Index(None, "campaign_id", "span", "bucket_start"),
+)
+
 # Monotonic change counters (e.g. 'suppressions') so other processes know to refresh caches.
 change_counters = Table(
     "change_counters",

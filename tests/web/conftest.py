@@ -63,8 +63,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def app(config: Config, db: Database, keyring: Keyring, clock: Clock) -> Starlette:
-    return create_app(config, db, keyring=keyring, clock=clock)
+async def app(
+    config: Config, db: Database, keyring: Keyring, clock: Clock
+) -> AsyncIterator[Starlette]:
+    app = create_app(config, db, keyring=keyring, clock=clock)
+    yield app
+    await state(app).buffer.close()  # stops the writer thread the flushes started
 
 
 def state(app: Starlette) -> WebState:

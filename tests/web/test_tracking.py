@@ -304,3 +304,32 @@ async def test_opens_off_serves_the_pixel_without_events(
         r = await c.get(f"/track/open/{keyring.sign(TokenData(TokenKind.OPEN, delivery_id))}")
     assert r.status_code == 200 and r.content == PIXEL
     assert len(state(app).buffer) == 0
+
+
+async def test_flush_runs_on_the_writer_thread_not_the_request_loop(
+    app: Starlette, client: httpx.AsyncClient, db: Database, keyring: Keyring
+) -> None:
+    """The flush's SQLAlchemy work (statement building, binding every row) happens on the
+    buffer's writer thread; the loop serving requests only hands the batch over."""
+    import threading
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    _tenant_id, delivery_id, _ = await _delivery(db)
+    threads: set[str] = set()
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO recipient_events"):
+            threads.add(threading.current_thread().name)
+
+    event.listen(Engine, "before_cursor_execute", seen)
+    try:
+        token = keyring.sign(TokenData(TokenKind.OPEN, delivery_id))
+        assert (await client.get(f"/track/open/{token}")).status_code == 200
+        await state(app).buffer.flush()
+    finally:
+        event.remove(Engine, "before_cursor_execute", seen)
+    assert threads == {"relay-event-writer"}
+    assert threading.current_thread().name != "relay-event-writer"
+    assert len(await _events(db)) == 1
