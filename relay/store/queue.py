@@ -180,9 +180,7 @@ async def retry(
         if message_id is not None:
             await _require_message(conn, message_id)
         result = await conn.execute(
-            update(deliveries)
-            .where(condition, deliveries.c.lease_owner.is_(None))
-            .values(**values)
+            update(deliveries).where(condition, deliveries.c.lease_owner.is_(None)).values(**values)
         )
     return int(result.rowcount)
 
