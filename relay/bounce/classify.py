@@ -47,6 +47,7 @@ def find_command(text: str) -> str:
     return word if word in ("MAIL", "RCPT", "DATA") else ""
 
 
+TRANSCRIPT_RE = re.compile(r"(?:^|(?<=\s))<<<\s+(?=[245]\d\d[ -])")
 PREFIX_RE = re.compile(r"(?<![\w.])([245]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})?\s*")
 
 
@@ -54,6 +55,8 @@ def unfold_reply(text: str) -> str:
     """One line of words; a multi-line reply's repeated `550-5.7.1` prefixes dropped, so that
     its sentences read on across the line breaks."""
     text = " ".join((text or "").split())
+    # A Sendmail transcript marks each reply line with "<<< ": not part of the sentence.
+    text = TRANSCRIPT_RE.sub(" ", text)
     first = PREFIX_RE.search(text)
     if first is None:
         return text
@@ -120,8 +123,12 @@ def classify(
         reason = "networkerror"  # a transient lookup failure is the network's, not the domain's
     if reason == "vacation":
         return Classification(BounceKind.NOT_BOUNCE, reason, status)
+    if action == "delayed" and reason in ("", "systemerror", "onhold", "undefined"):
+        # A delay notice: still being retried after generic trouble at the far end; the
+        # message is ageing in a queue (sisimai's "expired" for delay reports).
+        reason = "expired"
     if not reason:
-        reason = "expired" if action == "delayed" else "undefined" if not permanent else "onhold"
+        reason = "undefined" if not permanent else "onhold"
     if reason == "mailboxfull":  # 5.2.2 included: the mailbox may be emptied
         return Classification(BounceKind.SOFT, reason, status)
     if permanent and reason in codes.HARD_REASONS:

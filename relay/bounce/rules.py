@@ -119,6 +119,15 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"account (is )?closed",
         ),
     ),
+    # Explicit spam verdicts, even when the reply goes on to advise on SPF or DKIM.
+    (
+        "spamdetected",
+        (
+            r"(rejected|blocked|refused) (due to|because of|for) (its )?spam",
+            r"(classified|identified|detected|flagged|marked) as (spam|junk)",
+            r"spam classification",
+        ),
+    ),
     (
         "requireptr",
         (
@@ -285,6 +294,17 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"illegal host/domain",
             r"no (valid )?(mx|a) record",
             r"dns (error|lookup failed)",
+        ),
+    ),
+    # A failed DNS lookup (Postfix "Name service error": SERVFAIL, timeouts, bad replies) says
+    # nothing about whether the domain exists; only a "not found" (NXDOMAIN, matched just
+    # above as hostunknown) does.
+    (
+        "networkerror",
+        (
+            r"name service error",
+            r"unexpected name server reply",
+            r"network error",
         ),
     ),
     (
