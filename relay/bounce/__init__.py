@@ -260,6 +260,15 @@ def _body_near(
     return " ".join(body[: DIAG_WINDOW * 2].split())
 
 
+def _line_before(msg: Message, recipient: str) -> str:
+    """The start of the line where the recipient is first named, up to the address."""
+    if not recipient:
+        return ""
+    body = _cut_original(_body_text(msg))
+    i = body.lower().find(recipient.lower())
+    return body[body.rfind("\n", 0, i) + 1 : i] if i >= 0 else ""
+
+
 def _classify_near(
     msg: Message,
     recipient: str,
@@ -271,7 +280,9 @@ def _classify_near(
     """Classify from the diagnostic, else the text after the address, else one line before."""
     near = _body_near(msg, recipient, others=others)
     text = text or near
-    c = classify(status, text, None, action, find_command(f"{text} {near}"))
+    # The stage may be named on the address's own line, before it: ">>> RCPT To:<a@b>".
+    lead = _line_before(msg, recipient)
+    c = classify(status, text, None, action, find_command(f"{lead} {text} {near}"))
     if c.reason in WEAK_REASONS and recipient:
         wider = _body_near(msg, recipient, before=True, others=others)
         again = classify(status, wider, None, action, find_command(f"{text} {wider}"))
