@@ -24,6 +24,11 @@ def _compiled() -> tuple[tuple[str, re.Pattern[str]], ...]:
     )
 
 
+@lru_cache(maxsize=1)
+def _directory() -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in rules.DIRECTORY_RULES), re.IGNORECASE)
+
+
 def find_status(text: str) -> str:
     """The first RFC 3463 code in a text, or ''."""
     m = STATUS_RE.search(text or "")
@@ -115,7 +120,12 @@ def classify(
     permanent = _permanent(status, code, action)
     if not status and code is not None and 400 <= code < 600:
         status = f"{code // 100}.0.0"
-    if reason == "userunknown" and command not in (None, "RCPT") and not sub.startswith("1."):
+    if (
+        reason == "userunknown"
+        and command not in (None, "RCPT")
+        and not sub.startswith("1.")
+        and not _directory().search(text)
+    ):
         # In a report, "user unknown" backed by neither a X.1.x code nor the RCPT stage is
         # often a content filter's wording (after DATA): too weak to condemn the address.
         reason = "filtered"
