@@ -59,9 +59,8 @@ PREFIX_RE = re.compile(r"(?<![\w.])([245]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})?\s*"
 def unfold_reply(text: str) -> str:
     """One line of words; a multi-line reply's repeated `550-5.7.1` prefixes dropped, so that
     its sentences read on across the line breaks."""
-    text = " ".join((text or "").split())
     # A Sendmail transcript marks each reply line with "<<< ": not part of the sentence.
-    text = TRANSCRIPT_RE.sub(" ", text)
+    text = " ".join(TRANSCRIPT_RE.sub(" ", text or "").split())
     first = PREFIX_RE.search(text)
     if first is None:
         return text
