@@ -59,8 +59,15 @@ async def add(
     reason: str,
     source: str = "",
     expires_at: datetime | None = None,
+    *,
+    replace: bool = False,
 ) -> bool:
-    """Suppress an address key; an existing row for the scope is refreshed. True if new."""
+    """Suppress an address key; True if new.
+
+    An existing row for the scope is taken over only when the new one lasts at least as
+    long (a 90-day hard bounce never shortens a complaint or unsubscribe kept forever);
+    `replace` (an operator's explicit add) takes it over whatever it was.
+    """
     scope = scope_of(tenant_id)
     values = {
         "reason": reason,
@@ -68,11 +75,12 @@ async def add(
         "created_at": utcnow(),
         "expires_at": expires_at,
     }
-    existing = await conn.execute(
-        update(suppressions)
-        .where(suppressions.c.scope == scope, suppressions.c.email == key)
-        .values(**values)
-    )
+    where = [suppressions.c.scope == scope, suppressions.c.email == key]
+    if not replace and expires_at is not None:
+        where.append(
+            and_(suppressions.c.expires_at.is_not(None), suppressions.c.expires_at <= expires_at)
+        )
+    existing = await conn.execute(update(suppressions).where(*where).values(**values))
     created = False
     if existing.rowcount == 0:
         try:

@@ -116,3 +116,25 @@ async def test_cache_refreshes_on_change_counter(db: Database) -> None:
     async with db.read() as conn:
         assert await cache.refresh(conn)
     assert cache.reason_for(shop, "a@example.com") is None and len(cache) == 1
+
+
+async def test_a_shorter_suppression_never_replaces_a_longer_one(db: Database) -> None:
+    shop = await rows.tenant(db)
+    soon, later = utcnow() + timedelta(days=14), utcnow() + timedelta(days=90)
+    async with db.write() as conn:
+        await suppressions.add(conn, shop, "u@example.com", "unsubscribe")  # forever
+        # A later hard bounce (90 days) must not let an unsubscribed address come back.
+        assert not await suppressions.add(conn, shop, "u@example.com", "hard_bounce", "", later)
+        await suppressions.add(conn, shop, "s@example.com", "soft_bounce", "", soon)
+        await suppressions.add(conn, shop, "s@example.com", "hard_bounce", "", later)  # longer
+        await suppressions.add(conn, shop, "s@example.com", "soft_bounce", "", soon)  # shorter
+        # An operator's explicit add takes over whatever was there.
+        await suppressions.add(conn, shop, "u@example.com", "manual", "", soon, replace=True)
+    async with db.read() as conn:
+        found = {
+            s.email: (s.reason, s.expires_at)
+            for s in await suppressions.list_page(conn, scope=shop)
+        }
+    assert found["s@example.com"][0] == "hard_bounce"
+    assert found["s@example.com"][1] is not None and found["s@example.com"][1] > soon
+    assert found["u@example.com"][0] == "manual"
