@@ -20,7 +20,7 @@ from datetime import datetime
 import structlog
 
 from relay.addresses import key_of
-from relay.bounce import RecipientResult, Report, ReportType, parse
+from relay.bounce import RecipientResult, Report, ReportType, codes, parse
 from relay.config import BounceConfig
 from relay.model import BounceKind, SuppressionReason
 from relay.render.tokens import InvalidToken, Keyring, TokenKind
@@ -116,6 +116,8 @@ async def process(
                 soft_limit=config.soft_bounce_limit,
                 soft_window_s=config.soft_bounce_window,
                 now=now,
+                policy_reasons=codes.POLICY_REASONS,
+                sender_reasons=codes.SENDER_REASONS,
             )
             applied.append(
                 Applied(

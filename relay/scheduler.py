@@ -123,7 +123,7 @@ class Scheduler:
         self.clock = clock
         self.rng = rng or random.Random()
         self.owner = owner or worker_name()
-        self.policy = Policy.from_config(config.delivery)
+        self.policy = Policy.from_config(config.delivery, config.bounce)
         self.limits = TenantLimits(config.delivery, db)
         self.workers = config.delivery.workers
         self.in_flight: dict[int, asyncio.Task[None]] = {}
