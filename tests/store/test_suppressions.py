@@ -138,3 +138,48 @@ async def test_a_shorter_suppression_never_replaces_a_longer_one(db: Database) -
     assert found["s@example.com"][0] == "hard_bounce"
     assert found["s@example.com"][1] is not None and found["s@example.com"][1] > soon
     assert found["u@example.com"][0] == "manual"
+
+
+async def test_recipient_status_follows_the_suppression(db: Database) -> None:
+    from sqlalchemy import select
+
+    from relay.store.tables import recipients
+
+    shop = await rows.tenant(db)
+    now = utcnow()
+    async with db.write() as conn:
+        for email in ("u@example.com", "c@example.com", "old@example.com"):
+            await conn.execute(
+                recipients.insert().values(
+                    tenant_id=shop,
+                    email=email,
+                    status="active",
+                    first_seen_at=now,
+                    last_seen_at=now,
+                )  # fmt: skip
+            )
+        await suppressions.add(conn, shop, "u@example.com", "unsubscribe")
+        await suppressions.add(conn, shop, "c@example.com", "complaint")
+        await suppressions.add(conn, shop, "c@example.com", "hard_bounce", "", now + timedelta(1))
+        await suppressions.add(
+            conn, shop, "old@example.com", "hard_bounce", expires_at=now - timedelta(seconds=1)
+        )
+
+    async def status() -> dict[str, str]:
+        async with db.read() as conn:
+            found = await conn.execute(select(recipients.c.email, recipients.c.status))
+            return dict(found.all())  # type: ignore[arg-type]
+
+    assert await status() == {
+        "u@example.com": "unsubscribed",
+        "c@example.com": "complained",  # the shorter hard bounce did not take over
+        "old@example.com": "bounced",
+    }
+    async with db.write() as conn:
+        await suppressions.remove(conn, shop, "u@example.com")
+        assert await suppressions.prune(conn) == 1
+    assert await status() == {
+        "u@example.com": "active",
+        "c@example.com": "complained",
+        "old@example.com": "active",
+    }
