@@ -160,7 +160,8 @@ async def apply_report(
     await _count(conn, d, recipients.c.soft_bounce_count, now)
     if policy_reasons and reason in policy_reasons and action != "delayed":
         await charge_account(conn, d.account, now)  # the sender's reputation, not the address
-    if soft_limit and state is DeliveryState.FAILED and reason not in sender_reasons:
+    failed = state is DeliveryState.FAILED and action != "delayed"
+    if soft_limit and failed and reason not in sender_reasons:
         since = now - timedelta(seconds=soft_window_s)
         if await soft_failures(conn, d.tenant_id, d.recipient_key, since, sender_reasons) >= (
             soft_limit
@@ -344,3 +345,33 @@ async def unprocessed_inbound(
         query = query.where(inbound_reports.c.kind.is_(None))
     rows = await conn.execute(query.order_by(inbound_reports.c.id).limit(limit))
     return [StoredReport(r.id, r.rcpt, r.mail_from, bytes(r.raw or b"")) for r in rows]
+
+
+async def list_inbound(
+    conn: AsyncConnection, *, unmatched: bool = False, limit: int = 100, before_id: int = 0
+) -> list[dict[str, Any]]:
+    """Stored reports, newest first (without the raw message); `unmatched`: those processed
+    that matched no delivery, and those never processed (kind NULL)."""
+    query = select(
+        inbound_reports.c.id,
+        inbound_reports.c.received_at,
+        inbound_reports.c.rcpt,
+        inbound_reports.c.mail_from,
+        inbound_reports.c.matched,
+        inbound_reports.c.kind,
+        inbound_reports.c.detail,
+    )
+    if unmatched:
+        query = query.where(inbound_reports.c.matched.is_(False))
+    if before_id:
+        query = query.where(inbound_reports.c.id < before_id)
+    rows = await conn.execute(query.order_by(inbound_reports.c.id.desc()).limit(limit))
+    return [
+        {
+            **{k: v for k, v in r._mapping.items() if k != "detail"},
+            "matched": bool(r.matched),
+            "type": (r.detail or {}).get("type"),
+            "unmatched": (r.detail or {}).get("unmatched", []),
+        }
+        for r in rows
+    ]
