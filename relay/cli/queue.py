@@ -139,10 +139,11 @@ async def queue_retry(args: argparse.Namespace, ctx: Context) -> int:
             no_suppression=args.no_suppression,
             recipients=keys,
         )
-    line = f"{count} delivery(ies) due now"
+    line, result = f"{count} delivery(ies) due now", {"requeued": count}
     if args.no_suppression:
         line += ", bypassing the suppression list"
-    emit_one({"requeued": count, "no_suppression": args.no_suppression}, args.json, [line])
+        result["no_suppression"] = True
+    emit_one(result, args.json, [line])
     return 0
 
 
