@@ -6,8 +6,10 @@ before the 250, then processes it and marks the row processed; if processing fai
 stays unprocessed for `replay` (`relay bounces replay`): nothing is ever dropped.
 Parses it (`relay.bounce.parse`, in a thread), matches each result to a delivery by the
 VERP token, else by Original-/Final-Recipient plus the original Message-ID, then applies
-it (`relay.store.reports.apply_report`). Output: an `InboundResult` listing what matched
-and what did not; unmatched reports are logged and returned, never dropped silently.
+it (`relay.store.reports.apply_report`). Mail to a List-Unsubscribe `mailto:` address
+(`{local_prefix}+unsub-TOKEN@{domain}`) is an unsubscribe request, whatever it says. Output:
+an `InboundResult` listing what matched and what did not; unmatched reports are logged and
+returned, never dropped silently.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from datetime import datetime
 import structlog
 
 from relay.addresses import key_of
-from relay.bounce import RecipientResult, Report, ReportType, parse
+from relay.bounce import RecipientResult, Report, ReportType, codes, parse
 from relay.config import BounceConfig
 from relay.model import BounceKind, SuppressionReason
 from relay.render.tokens import InvalidToken, Keyring, TokenKind
-from relay.store import reports
-from relay.store.db import Database
+from relay.store import events, reports, suppressions
+from relay.store.db import Database, utcnow
 
 log = structlog.get_logger(__name__)
 
@@ -34,7 +36,7 @@ log = structlog.get_logger(__name__)
 class Applied:
     delivery_id: int
     recipient: str
-    matched_by: str  # verp | message_id
+    matched_by: str  # verp | message_id | unsubscribe
     kind: str
     reason: str
     status: str
@@ -72,6 +74,9 @@ async def process(
     rcpt_tos: Sequence[str] = (),
     now: datetime | None = None,
 ) -> InboundResult:
+    unsubscribe = _unsubscribe_from(keyring, config, rcpt_tos)
+    if unsubscribe is not None:
+        return await _unsubscribe(db, config, unsubscribe, now)
     report = await asyncio.to_thread(parse, raw)
     delivery_id = _delivery_from_verp(keyring, config, [*rcpt_tos, report.verp_rcpt])
     results = report.results
@@ -116,6 +121,8 @@ async def process(
                 soft_limit=config.soft_bounce_limit,
                 soft_window_s=config.soft_bounce_window,
                 now=now,
+                policy_reasons=codes.POLICY_REASONS,
+                sender_reasons=codes.SENDER_REASONS,
             )
             applied.append(
                 Applied(
@@ -219,13 +226,62 @@ async def _process_stored(
 def _delivery_from_verp(keyring: Keyring, config: BounceConfig, addresses: list[str]) -> int | None:
     for address in addresses:
         token = verp_token(address, config) if address else None
-        if token is None:
+        if token is None or token.startswith(UNSUBSCRIBE_PREFIX):
             continue
         try:
             return keyring.verify(token, TokenKind.BOUNCE).delivery_id
         except InvalidToken:
             log.info("inbound.bad_token", address=address)
     return None
+
+
+UNSUBSCRIBE_PREFIX = "unsub-"  # {local_prefix}+unsub-TOKEN@{domain}, in List-Unsubscribe
+
+
+def _unsubscribe_from(
+    keyring: Keyring, config: BounceConfig, rcpt_tos: Sequence[str]
+) -> int | None:
+    """The delivery named by a List-Unsubscribe mailto: address among the recipients."""
+    for address in rcpt_tos:
+        token = verp_token(address, config)
+        if token is None or not token.startswith(UNSUBSCRIBE_PREFIX):
+            continue
+        try:
+            found = keyring.verify(token[len(UNSUBSCRIBE_PREFIX) :], TokenKind.UNSUBSCRIBE)
+        except InvalidToken:
+            log.info("inbound.bad_token", address=address)
+            continue
+        return found.delivery_id
+    return None
+
+
+async def _unsubscribe(
+    db: Database, config: BounceConfig, delivery_id: int, now: datetime | None
+) -> InboundResult:
+    """Any message to the mailto: address is the request (RFC 2369): suppress the recipient
+    for its tenant, as the one-click POST does."""
+    at = now or utcnow()
+    expires_at = suppressions.expiry(config.ttl_s(str(SuppressionReason.UNSUBSCRIBE)), at)
+    report = Report(ReportType.UNSUBSCRIBE)
+    async with db.write() as conn:
+        owner = await events.delivery_owner(conn, delivery_id)
+        if owner is not None:
+            await events.record_unsubscribe(conn, owner, at, None, "mailto", expires_at)
+    if owner is None:
+        log.info("inbound.unmatched", type=str(report.type), delivery_id=delivery_id)
+        return InboundResult(report)
+    log.info("inbound.unsubscribed", delivery_id=delivery_id)
+    applied = Applied(
+        delivery_id,
+        owner.recipient_key,
+        "unsubscribe",
+        str(ReportType.UNSUBSCRIBE),
+        str(SuppressionReason.UNSUBSCRIBE),
+        "",
+        owner.state,
+        str(SuppressionReason.UNSUBSCRIBE),
+    )
+    return InboundResult(report, (applied,))
 
 
 __all__ = ["Applied", "BounceKind", "InboundResult", "process", "receive", "replay", "verp_token"]

@@ -136,6 +136,7 @@ class Delivery:
     campaign_id: int | None = None
     recipient_key: str = ""  # normalized, lowercased (suppressions, recipients)
     first_attempt_at: datetime | None = None  # None until tried; max_age counts from it
+    no_suppression: bool = False  # send even if suppressed (allowed header, CLI resend)
 
 
 @dataclass(frozen=True, slots=True)

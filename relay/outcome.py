@@ -4,7 +4,10 @@ Input: (leased `Delivery`, `Outcome`) pairs from the scheduler, the `[delivery]`
 the time. Output: per delivery the new state. Side effects, in ONE short write transaction
 per batch (one statement per table, not per delivery): the delivery row (state, attempts,
 next_attempt_at, last reply, lease cleared), a `delivery_attempts` row, recipient counters,
-a `recipient_events` row, stats counters, webhooks and a hard-bounce suppression. A
+a `recipient_events` row, stats counters, webhooks, a hard-bounce suppression (lifetime
+`bounce.hard_bounce_ttl`) or a soft-bounce escalation (`bounce.soft_bounce_limit` failed
+deliveries within the window; the sender's own trouble never counts); a permanent policy
+block is charged to the pool account's bounce rate instead of the address. A
 delivery whose lease this worker no longer holds is left alone. A wait on our own limit
 (`WAIT_DETAIL`) requeues without counting an attempt.
 """
@@ -14,13 +17,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from relay import log, metrics
 from relay.bounce.classify import classify_reply
-from relay.config import DeliveryConfig
+from relay.bounce.codes import POLICY_REASONS, SENDER_REASONS
+from relay.config import BounceConfig, DeliveryConfig
 from relay.model import (
     WAIT_DETAIL,
     BounceKind,
@@ -33,7 +37,7 @@ from relay.model import (
     SuppressionReason,
 )
 from relay.store import deliveries as queue
-from relay.store import stats, suppressions, webhooks
+from relay.store import reports, stats, suppressions, webhooks
 from relay.store.accounts import record_use
 from relay.store.db import Database
 
@@ -74,10 +78,23 @@ class Policy:
     max_age_s: float
     retry_schedule_s: tuple[float, ...]
     retry_jitter: float
+    hard_bounce_ttl_s: float = 0.0  # lifetime of a hard-bounce suppression; 0 = forever
+    soft_bounce_limit: int = 0  # failed deliveries within the window that suppress; 0 = never
+    soft_bounce_window_s: float = 7 * 86400.0
+    soft_bounce_ttl_s: float = 0.0
 
     @classmethod
-    def from_config(cls, config: DeliveryConfig) -> Policy:
-        return cls(config.max_age, tuple(config.retry_schedule), config.retry_jitter)
+    def from_config(cls, config: DeliveryConfig, bounce: BounceConfig | None = None) -> Policy:
+        found = cls(config.max_age, tuple(config.retry_schedule), config.retry_jitter)
+        if bounce is None:
+            return found
+        return replace(
+            found,
+            hard_bounce_ttl_s=bounce.hard_bounce_ttl,
+            soft_bounce_limit=bounce.soft_bounce_limit,
+            soft_bounce_window_s=bounce.soft_bounce_window,
+            soft_bounce_ttl_s=bounce.soft_bounce_ttl,
+        )
 
     def backoff_s(self, attempts: int, rng: random.Random) -> float:
         """Delay before retry number `attempts` (1-based); the last step repeats; ± jitter."""
@@ -174,7 +191,7 @@ async def record_outcomes(
     decided = [(d, o, decide(d, o, policy, now, rng)) for d, o in results]
     async with db.write() as conn:
         mine = await queue.owned(conn, owner, [d.id for d, _, _ in decided])
-        batch = _Batch(now)
+        batch = _Batch(now, policy)
         for delivery, outcome, decision in decided:
             if delivery.id in mine:
                 batch.add(delivery, outcome, decision)
@@ -218,8 +235,10 @@ def _metric_label(decision: Decision) -> str:
 class _Batch:
     """The rows one batch of outcomes writes, collected so each table gets one statement."""
 
-    def __init__(self, now: datetime) -> None:
+    def __init__(self, now: datetime, policy: Policy) -> None:
         self.now = now
+        self.policy = policy
+        self.soft_failed: list[Delivery] = []  # may escalate to a soft_bounce suppression
         self.updates: list[dict[str, Any]] = []
         self.attempts: list[dict[str, Any]] = []
         self.counters: list[tuple[str, int, str, datetime, bool]] = []
@@ -276,10 +295,16 @@ class _Batch:
         if column is not None:
             bounce = state is not DeliveryState.DELIVERED
             self.counters.append((column, delivery.tenant_id, _key(delivery), now, bounce))
+        cause = _cause(outcome, decision)
         if outcome.account and state in (DeliveryState.DELIVERED, DeliveryState.BOUNCED):
             self.usage[(outcome.account, state is DeliveryState.BOUNCED)] += 1
+        elif outcome.account and state is DeliveryState.FAILED and cause in POLICY_REASONS:
+            # A policy/reputation block of the sender: the account's health pays, not the address.
+            self.usage[(outcome.account, True)] += 1
         if state is DeliveryState.BOUNCED:
             self.bounced.append((delivery, outcome))
+        elif state is DeliveryState.FAILED and cause not in SENDER_REASONS:
+            self.soft_failed.append(delivery)
         self._event(delivery, outcome, decision)
 
     def _event(self, delivery: Delivery, outcome: Outcome, decision: Decision) -> None:
@@ -294,6 +319,8 @@ class _Batch:
             "account": outcome.account,
             "remote_host": outcome.remote_host,
         }
+        if decision.tried and decision.classification.reason == "expired":
+            detail["cause"] = _cause(outcome, decision)  # what kept failing until max_age
         self.events.append(
             {
                 "tenant_id": delivery.tenant_id,
@@ -328,6 +355,7 @@ class _Batch:
             sent = self.usage[(account, False)] + self.usage[(account, True)]
             bounced = self.usage[(account, True)]
             await record_use(conn, account, now, sent, bounced)
+        policy = self.policy
         for delivery, outcome in self.bounced:
             await suppressions.add(
                 conn,
@@ -335,11 +363,36 @@ class _Batch:
                 _key(delivery),
                 str(SuppressionReason.HARD_BOUNCE),
                 source=f"delivery {delivery.id}: {outcome.reply}",
+                expires_at=suppressions.expiry(policy.hard_bounce_ttl_s, now),
             )
+        if policy.soft_bounce_limit:
+            since = now - timedelta(seconds=policy.soft_bounce_window_s)
+            for delivery in self.soft_failed:  # after the events above are written
+                key = _key(delivery)
+                found = await reports.soft_failures(
+                    conn, delivery.tenant_id, key, since, SENDER_REASONS
+                )
+                if found >= policy.soft_bounce_limit:
+                    await suppressions.add(
+                        conn,
+                        delivery.tenant_id,
+                        key,
+                        str(SuppressionReason.SOFT_BOUNCE),
+                        source=f"delivery {delivery.id}: {found} soft failures",
+                        expires_at=suppressions.expiry(policy.soft_bounce_ttl_s, now),
+                    )
         # Maintained counters for the stats API, and webhooks, in the same transaction.
         await stats.bump_many(conn, self.metrics)
         if self.webhooks:
             await webhooks.enqueue_many(conn, self.webhooks, at=now)
+
+
+def _cause(outcome: Outcome, decision: Decision) -> str:
+    """The reason behind a failure; for an expiry, what the last reply said."""
+    reason = decision.classification.reason
+    if reason == "expired" and not outcome.reply.is_positive:
+        return classify(outcome.reply).reason
+    return reason
 
 
 def _key(delivery: Delivery) -> str:

@@ -3,7 +3,8 @@
 Input: config, database, a `stopping` event. Output: none; deliveries move to final states.
 A bounded active window (`delivery.workers` attempts in flight, Postfix qmgr style) is
 refilled in batches of leased deliveries (their messages loaded once per batch); right
-before sending, each is checked against the in-memory suppression cache, then rendered,
+before sending, each is checked against the in-memory suppression cache (unless it carries
+the `no_suppression` override), then rendered,
 handed to the transport, and its `Outcome` queued for a batched write through
 `relay.outcome.record_outcomes` (no transaction spans network I/O). Leases still being
 worked are renewed before they run out; expired leases of dead workers are recovered
@@ -122,7 +123,7 @@ class Scheduler:
         self.clock = clock
         self.rng = rng or random.Random()
         self.owner = owner or worker_name()
-        self.policy = Policy.from_config(config.delivery)
+        self.policy = Policy.from_config(config.delivery, config.bounce)
         self.limits = TenantLimits(config.delivery, db)
         self.workers = config.delivery.workers
         self.in_flight: dict[int, asyncio.Task[None]] = {}
@@ -222,7 +223,9 @@ class Scheduler:
 
     async def _attempt(self, delivery: Delivery) -> None:
         key = delivery.recipient_key or delivery.recipient.lower()
-        suppressed = self.suppressions.reason_for(delivery.tenant_id, key, self.clock())
+        suppressed = None
+        if not delivery.no_suppression:
+            suppressed = self.suppressions.reason_for(delivery.tenant_id, key, self.clock())
         if suppressed is not None:
             reply = SmtpReply(550, f"recipient is suppressed ({suppressed})", "5.7.1")
             outcome = Outcome(

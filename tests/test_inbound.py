@@ -123,6 +123,29 @@ async def test_policy_block_fails_but_does_not_suppress(db: Database) -> None:
         assert await suppressions.suppressed_among(conn, tenant, ["fine@example.net"]) == {}
 
 
+async def test_policy_blocks_charge_the_account_and_never_escalate(db: Database) -> None:
+    from relay.store import accounts
+
+    await accounts.ensure(db, ["primary"], utcnow())
+    tenant = await rows.tenant(db)
+    message = await rows.message(db, tenant)
+    blocked = "550 5.7.1 Message rejected as spam"
+    ids = [
+        await rows.delivery(
+            db, message, recipient="fine@example.net", state="delivered", account=account
+        )
+        for account in ("primary", "primary", "mx.example.net")  # the last: direct delivery
+    ]
+    for did in ids:  # more than soft_bounce_limit (2) blocks: still not the address's fault
+        result = await process(db, KEYRING, CONFIG, dsn("fine@example.net", "5.7.1", blocked),
+                               [verp(did)])  # fmt: skip
+        assert [(a.reason, a.suppressed) for a in result.applied] == [("spamdetected", None)]
+    async with db.read() as conn:
+        assert await suppressions.suppressed_among(conn, tenant, ["fine@example.net"]) == {}
+    (row,) = await accounts.read_all(db, utcnow())
+    assert (row.name, row.window_sent, row.window_bounced) == ("primary", 0, 2)
+
+
 async def test_repeated_soft_bounces_escalate(db: Database) -> None:
     tenant, first = await _delivery(db, "full@example.net")
     message = await rows.message(db, tenant)

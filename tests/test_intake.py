@@ -62,7 +62,17 @@ async def test_send_at_hold_and_suppression_override(db: Database) -> None:
         mid = first.message_id
         row = (await conn.execute(select(messages).where(messages.c.id == mid))).one()
         d = (await conn.execute(select(deliveries).where(deliveries.c.message_id == mid))).one()
+        other = (
+            await conn.execute(
+                select(deliveries.c.no_suppression).where(
+                    deliveries.c.message_id == second.message_id
+                )
+            )
+        ).scalar_one()
     assert row.options == {"send_at": "2030-01-02T03:04:05+01:00", "no_suppression": "1"}
+    # Kept on the delivery, so the scheduler's pre-send check honours it too; the header
+    # from a credential without the right is stored in options but overrides nothing.
+    assert d.no_suppression is True and other is False
     assert d.next_attempt_at == datetime(2030, 1, 2, 2, 4, 5)
     assert b"hidden@example.org" not in row.raw and b"X-Relay-Send-At" not in row.raw
 

@@ -158,6 +158,29 @@ async def test_suppressed_recipient_is_not_sent(db: Database) -> None:
     assert found["unsub@example.com"].attempts == 0
 
 
+async def test_no_suppression_override_holds_at_the_pre_send_check(db: Database) -> None:
+    # Suppressed after intake (e.g. a bounce of another message): the override, stored on
+    # the delivery (X-Relay-No-Suppression from an allowed credential, or `relay queue retry
+    # --no-suppression`), still lets this one delivery go; the list itself is unchanged.
+    tenant, _ = await _queue(db, "vip@example.com", no_suppression=True)
+    msg = await rows.message(db, tenant)
+    await rows.delivery(db, msg, "other@example.com")
+    async with db.write() as conn:
+        await suppressions.add(conn, tenant, "vip@example.com", "hard_bounce")
+        await suppressions.add(conn, tenant, "other@example.com", "hard_bounce")
+    async with RecordingServer() as mx:
+        s = scheduler(smarthost_config(mx.port), db, Clock())
+        await s.run_until_idle()
+        await s.transport.close()
+    assert [m.rcpt_tos for m in mx.messages] == [["vip@example.com"]]
+    found = await _deliveries(db)
+    assert found["vip@example.com"].state == "delivered"
+    assert found["other@example.com"].state == "suppressed"
+    async with db.read() as conn:
+        still = await suppressions.suppressed_among(conn, tenant, ["vip@example.com"])
+    assert still == {"vip@example.com": "hard_bounce"}
+
+
 async def test_failover_to_next_account_and_pause(db: Database) -> None:
     await _queue(db, *[f"u{i}@example.com" for i in range(4)])
     dead = free_port()

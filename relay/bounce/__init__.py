@@ -8,6 +8,7 @@ inbound report (RFC 3464 DSN, an MTA's plain-text bounce, RFC 5965 ARF, an auto-
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from email import message_from_bytes, policy
 from email.message import Message
 from email.utils import getaddresses
@@ -36,7 +37,7 @@ CUT_RE = re.compile(
     r"^[-=* ]*(original message|this is a copy|below this line|message headers follow|"
     r"returned message|undelivered message|the original message|headers of the original)"
     r"(?! was received)|"  # Sendmail's preamble, not the start of the returned original
-    r"^content-type: message/rfc822|^(received|return-path): ",
+    r"^content-type: message/rfc822|^(received|return-path|reporting-mta): ",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -117,8 +118,9 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
         rtype = ReportType.NONSTANDARD if _looks_like_bounce(msg) else ReportType.UNKNOWN
         return Report(rtype, (), original_id, verp_rcpt=verp)
     results = []
+    named = {a for a, _ in found}
     for recipient, action in sorted(set(found)):
-        text, c = _classify_near(msg, recipient, "", "", action)
+        text, c = _classify_near(msg, recipient, "", "", action, named)
         results.append(RecipientResult(recipient, action, c.status, text[:500], c.kind, c.reason))
     return Report(ReportType.NONSTANDARD, tuple(results), original_id, verp_rcpt=verp)
 
@@ -222,38 +224,67 @@ def _body_text(msg: Message) -> str:
                 if part.get_content_subtype() == "html":
                     text = re.sub(r"<[^>]+>", " ", text)
                 chunks.append(text)
+    if not chunks and isinstance(msg.get_payload(), str):
+        # Declared multipart but without a single boundary line: the body is all there is.
+        chunks.append(str(msg.get_payload()))
     return "\n".join(chunks)
 
 
-def _body_near(msg: Message, recipient: str, before: bool = False) -> str:
+def _body_near(
+    msg: Message, recipient: str, before: bool = False, others: Collection[str] = ()
+) -> str:
     """The human-readable text from the recipient's mention on (or the start of the body).
 
     `before`: start one line earlier, for bounces that put the reason in front of the address
-    ("User's mailbox is full: <a@b>") or on the line above it.
+    ("User's mailbox is full: <a@b>") or on the line above it. The text stops where one of
+    `others` (the report's other recipients) is named: their reasons are not this one's.
     """
     body = _cut_original(_body_text(msg))
     if recipient:
-        i = body.lower().find(recipient.lower())
+        lowered = body.lower()
+        i = lowered.find(recipient.lower())
         if i >= 0:
+            after = i + len(recipient)
+            end = i + DIAG_WINDOW
+            for other in others:
+                j = lowered.find(other.lower(), after)
+                if other.lower() != recipient.lower() and 0 <= j < end:
+                    end = j
             if before:
                 line_start = body.rfind("\n", 0, i) + 1
                 if not re.sub(r"[\s<>*:\"'-]", "", body[line_start:i]):
                     above = body[:line_start].rstrip()  # the nearest non-blank line above
                     line_start = above.rfind("\n") + 1
                 i = line_start
-            return " ".join(body[i : i + DIAG_WINDOW].split())
+            return " ".join(body[i:end].split())
     return " ".join(body[: DIAG_WINDOW * 2].split())
 
 
+def _line_before(msg: Message, recipient: str) -> str:
+    """The start of the line where the recipient is first named, up to the address."""
+    if not recipient:
+        return ""
+    body = _cut_original(_body_text(msg))
+    i = body.lower().find(recipient.lower())
+    return body[body.rfind("\n", 0, i) + 1 : i] if i >= 0 else ""
+
+
 def _classify_near(
-    msg: Message, recipient: str, status: str, text: str, action: str
+    msg: Message,
+    recipient: str,
+    status: str,
+    text: str,
+    action: str,
+    others: Collection[str] = (),
 ) -> tuple[str, Classification]:
     """Classify from the diagnostic, else the text after the address, else one line before."""
-    near = _body_near(msg, recipient)
+    near = _body_near(msg, recipient, others=others)
     text = text or near
-    c = classify(status, text, None, action, find_command(f"{text} {near}"))
+    # The stage may be named on the address's own line, before it: ">>> RCPT To:<a@b>".
+    lead = _line_before(msg, recipient)
+    c = classify(status, text, None, action, find_command(f"{lead} {text} {near}"))
     if c.reason in WEAK_REASONS and recipient:
-        wider = _body_near(msg, recipient, before=True)
+        wider = _body_near(msg, recipient, before=True, others=others)
         again = classify(status, wider, None, action, find_command(f"{text} {wider}"))
         if again.reason not in WEAK_REASONS:
             return wider, again

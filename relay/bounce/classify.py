@@ -24,6 +24,11 @@ def _compiled() -> tuple[tuple[str, re.Pattern[str]], ...]:
     )
 
 
+@lru_cache(maxsize=1)
+def _directory() -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{p})" for p in rules.DIRECTORY_RULES), re.IGNORECASE)
+
+
 def find_status(text: str) -> str:
     """The first RFC 3463 code in a text, or ''."""
     m = STATUS_RE.search(text or "")
@@ -47,13 +52,15 @@ def find_command(text: str) -> str:
     return word if word in ("MAIL", "RCPT", "DATA") else ""
 
 
+TRANSCRIPT_RE = re.compile(r"(?:^|(?<=\s))<<<\s+(?=[245]\d\d[ -])")
 PREFIX_RE = re.compile(r"(?<![\w.])([245]\d\d)[ -]([245]\.\d{1,3}\.\d{1,3})?\s*")
 
 
 def unfold_reply(text: str) -> str:
     """One line of words; a multi-line reply's repeated `550-5.7.1` prefixes dropped, so that
     its sentences read on across the line breaks."""
-    text = " ".join((text or "").split())
+    # A Sendmail transcript marks each reply line with "<<< ": not part of the sentence.
+    text = " ".join(TRANSCRIPT_RE.sub(" ", text or "").split())
     first = PREFIX_RE.search(text)
     if first is None:
         return text
@@ -112,7 +119,12 @@ def classify(
     permanent = _permanent(status, code, action)
     if not status and code is not None and 400 <= code < 600:
         status = f"{code // 100}.0.0"
-    if reason == "userunknown" and command not in (None, "RCPT") and not sub.startswith("1."):
+    if (
+        reason == "userunknown"
+        and command not in (None, "RCPT")
+        and not sub.startswith("1.")
+        and not _directory().search(text)
+    ):
         # In a report, "user unknown" backed by neither a X.1.x code nor the RCPT stage is
         # often a content filter's wording (after DATA): too weak to condemn the address.
         reason = "filtered"
@@ -120,8 +132,12 @@ def classify(
         reason = "networkerror"  # a transient lookup failure is the network's, not the domain's
     if reason == "vacation":
         return Classification(BounceKind.NOT_BOUNCE, reason, status)
+    if action == "delayed" and reason in ("", "systemerror", "onhold", "undefined"):
+        # A delay notice: still being retried after generic trouble at the far end; the
+        # message is ageing in a queue (sisimai's "expired" for delay reports).
+        reason = "expired"
     if not reason:
-        reason = "expired" if action == "delayed" else "undefined" if not permanent else "onhold"
+        reason = "undefined" if not permanent else "onhold"
     if reason == "mailboxfull":  # 5.2.2 included: the mailbox may be emptied
         return Classification(BounceKind.SOFT, reason, status)
     if permanent and reason in codes.HARD_REASONS:

@@ -4,7 +4,9 @@
 (`relay.bounce.rules`). A full code ("4.2.1") is looked up first, because RFC 3463 gives some
 codes a different meaning as a transient and as a permanent failure; then `subject.detail`
 with the class dropped, so 4.2.2 and 5.2.2 share a row. `DECISIVE_STATUS` codes are so
-specific that they beat the text. `HARD_REASONS`: the address itself is bad.
+specific that they beat the text. `HARD_REASONS`: the address itself is bad;
+`POLICY_REASONS` blame the sender (charged to the account); `SENDER_REASONS` never count
+toward a recipient's soft-bounce escalation.
 """
 
 from __future__ import annotations
@@ -102,6 +104,34 @@ DECISIVE_STATUS = frozenset(
 # The address itself is bad: suppress it (only when the failure is permanent).
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept"})
 NOT_BOUNCE_REASONS = frozenset({"vacation", "delivered", "feedback"})
+
+# A policy, reputation or spam block aimed at the sender: a permanent one charges the sending
+# pool account's health (its bounce rate, `delivery.account_bounce_rate`), never the address.
+POLICY_REASONS = frozenset(
+    {
+        "blocked",
+        "spamdetected",
+        "policyviolation",
+        "badreputation",
+        "authfailure",
+        "requireptr",
+        "securityerror",
+        "norelaying",
+        "rejected",
+        "virusdetected",
+    }
+)
+# Failures that are the sender's or the message's trouble, not the recipient's: they never
+# count toward the soft-bounce escalation (`bounce.soft_bounce_limit`).
+SENDER_REASONS = POLICY_REASONS | {
+    "toomanyconn",
+    "speeding",
+    "mesgtoobig",
+    "contenterror",
+    "notcompliantrfc",
+    "syntaxerror",
+    "failedstarttls",
+}
 
 
 def reason_for_status(status: str) -> str:

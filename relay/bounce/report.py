@@ -16,6 +16,7 @@ class ReportType(StrEnum):
     NONSTANDARD = "nonstandard"  # a bounce in an MTA's own plain-text format
     ARF = "arf"  # RFC 5965 feedback (complaint) report
     AUTOREPLY = "autoreply"  # RFC 3834 auto-reply, out-of-office
+    UNSUBSCRIBE = "unsubscribe"  # mail to a List-Unsubscribe mailto: address (RFC 2369)
     UNKNOWN = "unknown"  # not recognised as any of the above
 
 

@@ -119,6 +119,15 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"account (is )?closed",
         ),
     ),
+    # Explicit spam verdicts, even when the reply goes on to advise on SPF or DKIM.
+    (
+        "spamdetected",
+        (
+            r"(rejected|blocked|refused) (due to|because of|for) (its )?spam",
+            r"(classified|identified|detected|flagged|marked) as (spam|junk)",
+            r"spam classification",
+        ),
+    ),
     (
         "requireptr",
         (
@@ -287,6 +296,17 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"dns (error|lookup failed)",
         ),
     ),
+    # A failed DNS lookup (Postfix "Name service error": SERVFAIL, timeouts, bad replies) says
+    # nothing about whether the domain exists; only a "not found" (NXDOMAIN, matched just
+    # above as hostunknown) does.
+    (
+        "networkerror",
+        (
+            r"name service error",
+            r"unexpected name server reply",
+            r"network error",
+        ),
+    ),
     (
         "userunknown",
         (
@@ -395,4 +415,12 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ),
     ),
     ("rejected", (r"rejected", r"refused", r"denied")),
+)
+
+# The recipient's own directory says there is no such mailbox: "userunknown" at any SMTP
+# stage, never read as a content filter's wording (see relay.bounce.classify). Lotus
+# Domino's Name & Address Book; Exchange 2003's categorizer code 000C05A6 (unknown recipient).
+DIRECTORY_RULES: tuple[str, ...] = (
+    r"not listed in (the )?(public )?name (&|and) address book",
+    r"\(000c05a6\)",
 )

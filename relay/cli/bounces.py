@@ -1,9 +1,10 @@
-"""`relay bounces classify|replay`: bounce tools.
+"""`relay bounces classify|replay|list`: bounce tools.
 
 `classify` reads .eml paths on stdin and prints one JSON line per path: file, type,
 recipients, status, action, kind, reason (the format scored by ../shared/bounces/evaluate.py);
 it reads files only, and an unreadable path gets an `error` field. `replay` processes stored
-inbound reports whose processing never finished (the database failed half-way).
+inbound reports whose processing never finished (the database failed half-way); `list`
+shows stored reports (`--unmatched`: those that matched no delivery, kept for the operator).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from relay.cli._args import command, group
 from relay.cli._context import Context
 from relay.cli._output import dumps, emit
 from relay.render.tokens import load_keyring
+from relay.store import reports
 
 
 def register(sub: Any) -> None:
@@ -41,6 +43,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     p.add_argument("--id", type=int, help="this stored report, even if it was processed")
+    p = command(
+        inner,
+        "list",
+        list_reports,
+        "stored inbound reports (DSNs, complaints, unsubscribes), newest first",
+        json=True,
+    )
+    p.add_argument("--unmatched", action="store_true", help="only those that matched no delivery")
+    p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    p.add_argument("--before", type=int, default=0, metavar="ID", help="older than this id")
 
 
 def summarize(path: str, report: Report) -> dict[str, Any]:
@@ -108,3 +120,13 @@ async def replay(args: argparse.Namespace, ctx: Context) -> int:
     ]
     emit(rows, ["id", "processed", "type", "applied", "unmatched"], args.json)
     return 0 if all(r["processed"] for r in rows) else 1
+
+
+async def list_reports(args: argparse.Namespace, ctx: Context) -> int:
+    async with ctx.database() as db, db.read() as conn:
+        rows = await reports.list_inbound(
+            conn, unmatched=args.unmatched, limit=max(args.limit, 1), before_id=args.before
+        )
+    columns = ["id", "received_at", "rcpt", "mail_from", "type", "kind", "matched", "unmatched"]
+    emit(rows, columns, args.json)
+    return 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from relay.addresses import InvalidAddress, normalize
 from relay.cli._args import command, group
 from relay.cli._context import Context
-from relay.cli._output import emit, emit_one, print_json, print_table
+from relay.cli._output import emit, emit_one, print_json, print_table, warn
 from relay.model import DeliveryState
 from relay.store import queue as store
 
+EXIT_USAGE = 2
 LIST_COLUMNS = [
     "id",
     "message_id",
@@ -44,6 +46,19 @@ def register(sub: Any) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("id", type=int, nargs="?", help="the message id")
     which.add_argument("--all-deferred", action="store_true", help="every deferred delivery")
+    p.add_argument(
+        "--no-suppression",
+        action="store_true",
+        help="one-off resend: also suppressed and bounced deliveries, sent even though the "
+        "address is on the suppression list (which stays as it is)",
+    )
+    p.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        metavar="EMAIL",
+        help="only the delivery to this address (repeatable)",
+    )
     p = command(
         q,
         "delete",
@@ -106,9 +121,29 @@ async def queue_show(args: argparse.Namespace, ctx: Context) -> int:
 
 
 async def queue_retry(args: argparse.Namespace, ctx: Context) -> int:
+    if args.all_deferred and (args.no_suppression or args.recipient):
+        warn("relay queue retry: --no-suppression and --recipient need a message id")
+        return EXIT_USAGE
+    keys = []
+    for address in args.recipient:
+        try:
+            keys.append(normalize(address).key)
+        except InvalidAddress as e:
+            warn(f"relay queue retry: --recipient {address!r}: {e}")
+            return EXIT_USAGE
     async with ctx.database() as db:
-        count = await store.retry(db, args.id, all_deferred=args.all_deferred)
-    emit_one({"requeued": count}, args.json, [f"{count} delivery(ies) due now"])
+        count = await store.retry(
+            db,
+            args.id,
+            all_deferred=args.all_deferred,
+            no_suppression=args.no_suppression,
+            recipients=keys,
+        )
+    line, result = f"{count} delivery(ies) due now", {"requeued": count}
+    if args.no_suppression:
+        line += ", bypassing the suppression list"
+        result["no_suppression"] = True
+    emit_one(result, args.json, [line])
     return 0
 
 

@@ -147,7 +147,9 @@ async def suppressions_add(args: argparse.Namespace, ctx: Context) -> int:
         async with db.write() as conn:
             expires_at = store.expiry(ttl_s)
             for key in keys:
-                if await store.add(conn, tenant_id, key, args.reason, args.source, expires_at):
+                if await store.add(
+                    conn, tenant_id, key, args.reason, args.source, expires_at, replace=True
+                ):
                     created.append(key)
     emit_one(
         {

@@ -107,8 +107,8 @@ async def read_all(db: Database, now: datetime, window_s: float = 3600.0) -> lis
                 sum(c[2] for c in mine if c.window_start == minute)
                 + left_of_previous
                 * sum(c[2] for c in mine if c.window_start == minute - timedelta(minutes=1)),
-                sum(c[2] for c in mine if c.window_start >= start.replace(second=0)),
-                sum(c[3] for c in mine if c.window_start >= start.replace(second=0)),
+                sum(c[2] for c in mine if c.window_start >= start.replace(second=0, microsecond=0)),
+                sum(c[3] for c in mine if c.window_start >= start.replace(second=0, microsecond=0)),
             )
         )
     return found

@@ -103,6 +103,7 @@ async def lease_due(
                 deliveries.c.domain,
                 deliveries.c.attempts,
                 deliveries.c.created_at,
+                deliveries.c.no_suppression,
                 messages.c.mail_from,
             )
             .join(messages, messages.c.id == deliveries.c.message_id)
@@ -133,6 +134,7 @@ async def lease_due(
                 campaign_id=r.campaign_id,
                 recipient_key=r.recipient_key,
                 first_attempt_at=first.get(r.id),
+                no_suppression=bool(r.no_suppression),
             )
             for r in rows
         ]

@@ -350,12 +350,18 @@ async def record_unsubscribe(
     at: datetime,
     ip: str | None,
     user_agent: str | None,
+    expires_at: datetime | None = None,
 ) -> bool:
-    """Suppress the delivery's recipient for its tenant (reason unsubscribe) and, the first
-    time only, record the event and count it. Returns True when this call unsubscribed
-    the address; False when it already was (idempotent)."""
+    """Suppress the delivery's recipient for its tenant (reason unsubscribe, until
+    `expires_at`, None = forever) and, the first time only, record the event and count it.
+    Returns True when this call unsubscribed the address; False when it already was."""
     await suppressions.add(
-        conn, owner.tenant_id, owner.recipient_key, "unsubscribe", source=f"delivery:{owner.id}"
+        conn,
+        owner.tenant_id,
+        owner.recipient_key,
+        "unsubscribe",
+        source=f"delivery:{owner.id}",
+        expires_at=expires_at,
     )
     already = (
         await conn.execute(

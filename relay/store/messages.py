@@ -137,6 +137,8 @@ async def insert_batch(
                     "created_at": now,
                     "updated_at": now,
                     "final_at": now if state == "suppressed" else None,
+                    # The override holds at the scheduler's pre-send check too.
+                    "no_suppression": not check,
                 }
             )
             counter_key = (item.tenant_id, r.key)

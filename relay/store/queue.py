@@ -6,10 +6,12 @@ deferred or failed deliveries due now, cancel what should not go out.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.errors import NotFound
 from relay.model import FINAL_STATES, DeliveryState
@@ -17,6 +19,8 @@ from relay.store.db import Database, utcnow
 from relay.store.tables import campaigns, deliveries, delivery_attempts, messages, tenants
 
 RETRYABLE = (DeliveryState.DEFERRED, DeliveryState.FAILED, DeliveryState.QUEUED)
+# Also requeued by a one-off resend that bypasses the suppression list.
+RESENDABLE = (DeliveryState.SUPPRESSED, DeliveryState.BOUNCED)
 # Deliveries a `queue delete` may cancel: everything not final and not in a worker's hands.
 CANCELLABLE = (DeliveryState.QUEUED, DeliveryState.DEFERRED, DeliveryState.HELD)
 
@@ -134,28 +138,57 @@ async def show_message(db: Database, message_id: int) -> dict[str, Any]:
     return {**dict(msg._mapping), "deliveries": found}
 
 
-async def retry(db: Database, message_id: int | None = None, all_deferred: bool = False) -> int:
-    """Make deferred/failed (and queued) deliveries due now; returns how many."""
+async def retry(
+    db: Database,
+    message_id: int | None = None,
+    all_deferred: bool = False,
+    *,
+    no_suppression: bool = False,
+    recipients: Sequence[str] = (),
+) -> int:
+    """Make deferred/failed (and queued) deliveries due now; returns how many.
+
+    `no_suppression` (a one-off resend of one message): also `suppressed` and `bounced`
+    deliveries, and each requeued row keeps the override, so the scheduler's pre-send check
+    lets it through on whichever node leases it. `recipients` (address keys) narrows to them.
+    """
     now = utcnow()
     condition: Any
+    states = [*RETRYABLE, *(RESENDABLE if no_suppression else ())]
     if all_deferred:
+        if no_suppression or recipients:
+            raise ValueError("--no-suppression and --recipient need a message id")
         condition = deliveries.c.state == DeliveryState.DEFERRED.value
     elif message_id is not None:
         condition = and_(
             deliveries.c.message_id == message_id,
-            deliveries.c.state.in_([s.value for s in RETRYABLE]),
+            deliveries.c.state.in_([s.value for s in states]),
         )
+        if recipients:
+            condition = and_(condition, deliveries.c.recipient_key.in_(sorted(set(recipients))))
     else:
         raise ValueError("retry needs a message id or all_deferred")
+    values: dict[str, Any] = {
+        "state": DeliveryState.QUEUED.value,
+        "next_attempt_at": now,
+        "updated_at": now,
+        "final_at": None,
+    }
+    if no_suppression:
+        values.update(no_suppression=True, bounce_kind=None, bounce_reason=None)
     async with db.write() as conn:
+        if message_id is not None:
+            await _require_message(conn, message_id)
         result = await conn.execute(
-            update(deliveries)
-            .where(condition, deliveries.c.lease_owner.is_(None))
-            .values(
-                state=DeliveryState.QUEUED.value, next_attempt_at=now, updated_at=now, final_at=None
-            )
+            update(deliveries).where(condition, deliveries.c.lease_owner.is_(None)).values(**values)
         )
     return int(result.rowcount)
+
+
+async def _require_message(conn: AsyncConnection, message_id: int) -> None:
+    found = (await conn.execute(select(messages.c.id).where(messages.c.id == message_id))).first()
+    if found is None:
+        raise NotFound(f"no message with id {message_id} (see `relay queue list`)")
 
 
 async def cancel_message(db: Database, message_id: int) -> tuple[int, int]:

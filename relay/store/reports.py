@@ -4,12 +4,14 @@ Input: a matched delivery and one classified per-recipient result. Output, in th
 transaction: the delivery's state and bounce fields, the recipient's counters, an event
 row, the stats counter and webhook event (`bounced`, `failed`, `deferred`, `complained`, as
 `relay/outcome.py` does for replies during delivery), and a suppression when the address is
-bad or complained. Soft bounces escalate to a `soft_bounce` suppression after `limit` within
-`window_s`.
+bad or complained. Soft failures escalate to a `soft_bounce` suppression after `limit`
+distinct deliveries within `window_s` (the sender's own trouble never counts); a policy
+block, or a hard bounce, reported after the fact is charged to the pool account that sent it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,8 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import BounceKind, DeliveryState, EventType, SuppressionReason
 from relay.store import stats, suppressions, webhooks
+from relay.store.accounts import record_use
 from relay.store.db import utcnow
-from relay.store.tables import deliveries, inbound_reports, messages, recipient_events, recipients
+from relay.store.tables import (
+    accounts,
+    deliveries,
+    inbound_reports,
+    messages,
+    recipient_events,
+    recipients,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +41,7 @@ class MatchedDelivery:
     campaign_id: int | None
     recipient_key: str
     state: str
+    account: str | None = None  # the pool account (or MX host) that took it
 
 
 _COLUMNS = (
@@ -40,12 +51,19 @@ _COLUMNS = (
     deliveries.c.campaign_id,
     deliveries.c.recipient_key,
     deliveries.c.state,
+    deliveries.c.account,
 )
 
 
 def _matched(row: Any) -> MatchedDelivery:
     return MatchedDelivery(
-        row.id, row.tenant_id, row.message_id, row.campaign_id, row.recipient_key, row.state
+        row.id,
+        row.tenant_id,
+        row.message_id,
+        row.campaign_id,
+        row.recipient_key,
+        row.state,
+        row.account,
     )
 
 
@@ -94,8 +112,12 @@ async def apply_report(
     soft_limit: int,
     soft_window_s: float,
     now: datetime | None = None,
+    policy_reasons: Collection[str] = (),
+    sender_reasons: Collection[str] = (),
 ) -> Effect:
-    """Apply one classified report result to its delivery. `ttl_s` maps reason → lifetime."""
+    """Apply one classified report result to its delivery. `ttl_s` maps reason → lifetime;
+    `policy_reasons` (a block aimed at the sender) charge the sending account instead of the
+    address; `sender_reasons` never count toward the soft-bounce escalation."""
     now = now or utcnow()
     detail = {
         "kind": str(kind),
@@ -132,15 +154,31 @@ async def apply_report(
     await _notify(conn, d, metric, str(event), detail, now)
     if kind == BounceKind.HARD:
         await _count(conn, d, recipients.c.hard_bounce_count, now)
+        await charge_account(conn, d.account, now)  # the hard-bounce rate of the account
         await _suppress(conn, d, SuppressionReason.HARD_BOUNCE, ttl_s, now)
         return Effect(state, SuppressionReason.HARD_BOUNCE)
     await _count(conn, d, recipients.c.soft_bounce_count, now)
-    if soft_limit and await _recent_soft(conn, d, now - timedelta(seconds=soft_window_s)) >= (
-        soft_limit
-    ):
-        await _suppress(conn, d, SuppressionReason.SOFT_BOUNCE, ttl_s, now)
-        return Effect(state, SuppressionReason.SOFT_BOUNCE)
+    if policy_reasons and reason in policy_reasons and action != "delayed":
+        await charge_account(conn, d.account, now)  # the sender's reputation, not the address
+    failed = state is DeliveryState.FAILED and action != "delayed"
+    if soft_limit and failed and reason not in sender_reasons:
+        since = now - timedelta(seconds=soft_window_s)
+        if await soft_failures(conn, d.tenant_id, d.recipient_key, since, sender_reasons) >= (
+            soft_limit
+        ):
+            await _suppress(conn, d, SuppressionReason.SOFT_BOUNCE, ttl_s, now)
+            return Effect(state, SuppressionReason.SOFT_BOUNCE)
     return Effect(state, None)
+
+
+async def charge_account(conn: AsyncConnection, account: str | None, now: datetime) -> None:
+    """Count a bounce reported after the fact (a DSN) against the pool account that sent the
+    message (its send was counted already); MX hosts of direct delivery are not accounts."""
+    if not account:
+        return
+    known = await conn.execute(select(accounts.c.name).where(accounts.c.name == account))
+    if known.first() is not None:
+        await record_use(conn, account, now, sent=0, bounced=1)
 
 
 async def _notify(
@@ -214,18 +252,31 @@ async def _count(conn: AsyncConnection, d: MatchedDelivery, column: Any, now: da
         )
 
 
-async def _recent_soft(conn: AsyncConnection, d: MatchedDelivery, since: datetime) -> int:
-    count = await conn.execute(
-        select(func.count())
-        .select_from(recipient_events)
-        .where(
-            recipient_events.c.tenant_id == d.tenant_id,
-            recipient_events.c.recipient == d.recipient_key,
-            recipient_events.c.type.in_((str(EventType.FAILED), str(EventType.DEFERRED))),
+async def soft_failures(
+    conn: AsyncConnection,
+    tenant_id: int,
+    key: str,
+    since: datetime,
+    ignore: Collection[str] = (),
+) -> int:
+    """How many distinct deliveries to this address failed soft since then (reports and
+    delivery alike), not counting reasons in `ignore` (the sender's trouble, not theirs).
+    Deferrals are not failures: a delivery retried ten times counts once, when it fails."""
+    rows = await conn.execute(
+        select(recipient_events.c.delivery_id, recipient_events.c.detail).where(
+            recipient_events.c.tenant_id == tenant_id,
+            recipient_events.c.recipient == key,
+            recipient_events.c.type == str(EventType.FAILED),
             recipient_events.c.occurred_at >= since,
         )
     )
-    return int(count.scalar() or 0)
+    counted = set()
+    for delivery_id, detail in rows:
+        detail = detail or {}
+        reason = detail.get("cause") or detail.get("reason") or ""
+        if detail.get("kind") == str(BounceKind.SOFT) and reason not in ignore:
+            counted.add(delivery_id)
+    return len(counted)
 
 
 async def _suppress(
@@ -294,3 +345,33 @@ async def unprocessed_inbound(
         query = query.where(inbound_reports.c.kind.is_(None))
     rows = await conn.execute(query.order_by(inbound_reports.c.id).limit(limit))
     return [StoredReport(r.id, r.rcpt, r.mail_from, bytes(r.raw or b"")) for r in rows]
+
+
+async def list_inbound(
+    conn: AsyncConnection, *, unmatched: bool = False, limit: int = 100, before_id: int = 0
+) -> list[dict[str, Any]]:
+    """Stored reports, newest first (without the raw message); `unmatched`: those processed
+    that matched no delivery, and those never processed (kind NULL)."""
+    query = select(
+        inbound_reports.c.id,
+        inbound_reports.c.received_at,
+        inbound_reports.c.rcpt,
+        inbound_reports.c.mail_from,
+        inbound_reports.c.matched,
+        inbound_reports.c.kind,
+        inbound_reports.c.detail,
+    )
+    if unmatched:
+        query = query.where(inbound_reports.c.matched.is_(False))
+    if before_id:
+        query = query.where(inbound_reports.c.id < before_id)
+    rows = await conn.execute(query.order_by(inbound_reports.c.id.desc()).limit(limit))
+    return [
+        {
+            **{k: v for k, v in r._mapping.items() if k != "detail"},
+            "matched": bool(r.matched),
+            "type": (r.detail or {}).get("type"),
+            "unmatched": (r.detail or {}).get("unmatched", []),
+        }
+        for r in rows
+    ]

@@ -15,8 +15,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, select, update
 
 from relay.model import FINAL_STATES
+from relay.store import suppressions as suppression_list
 from relay.store.db import Database, utcnow
-from relay.store.tables import deliveries, messages, recipient_events, suppressions
+from relay.store.tables import deliveries, messages, recipient_events
 
 Progress = Callable[[str, int], None]
 
@@ -39,9 +40,9 @@ async def prune(
     now = now or utcnow()
     bodies = await _prune_bodies(db, now - timedelta(days=messages_days), batch, progress)
     events = await _prune_events(db, now - timedelta(days=events_days), batch, progress)
-    async with db.write() as conn:
-        expired = await conn.execute(delete(suppressions).where(suppressions.c.expires_at <= now))
-    return PruneResult(bodies, events, int(expired.rowcount))
+    async with db.write() as conn:  # moves the change counters: caches drop them too
+        expired = await suppression_list.prune(conn, now)
+    return PruneResult(bodies, events, expired)
 
 
 async def _prune_bodies(

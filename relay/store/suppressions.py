@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from relay import log
 from relay.addresses import key_of
 from relay.store.db import Database, describe_error, utcnow
-from relay.store.tables import change_counters, suppressions
+from relay.store.tables import change_counters, recipients, suppressions
 
 GLOBAL = 0
 COUNTER = "suppressions"  # moves on every change
@@ -59,8 +59,15 @@ async def add(
     reason: str,
     source: str = "",
     expires_at: datetime | None = None,
+    *,
+    replace: bool = False,
 ) -> bool:
-    """Suppress an address key; an existing row for the scope is refreshed. True if new."""
+    """Suppress an address key; True if new.
+
+    An existing row for the scope is taken over only when the new one lasts at least as
+    long (a 90-day hard bounce never shortens a complaint or unsubscribe kept forever);
+    `replace` (an operator's explicit add) takes it over whatever it was.
+    """
     scope = scope_of(tenant_id)
     values = {
         "reason": reason,
@@ -68,13 +75,16 @@ async def add(
         "created_at": utcnow(),
         "expires_at": expires_at,
     }
-    existing = await conn.execute(
-        update(suppressions)
-        .where(suppressions.c.scope == scope, suppressions.c.email == key)
-        .values(**values)
-    )
+    where = [suppressions.c.scope == scope, suppressions.c.email == key]
+    if not replace and expires_at is not None:
+        where.append(
+            and_(suppressions.c.expires_at.is_not(None), suppressions.c.expires_at <= expires_at)
+        )
+    existing = await conn.execute(update(suppressions).where(*where).values(**values))
     created = False
-    if existing.rowcount == 0:
+    if existing.rowcount:
+        await _set_status(conn, scope, key, RECIPIENT_STATUS.get(reason, "suppressed"))
+    else:
         try:
             async with conn.begin_nested():
                 await conn.execute(
@@ -83,10 +93,32 @@ async def add(
                     )
                 )
             created = True
-        except IntegrityError:  # a concurrent writer inserted it first: theirs stands
+            await _set_status(conn, scope, key, RECIPIENT_STATUS.get(reason, "suppressed"))
+        except IntegrityError:  # there already (a longer one), or a concurrent writer's stands
             pass
     await bump_counter(conn, COUNTER)
     return created
+
+
+# Suppression reason → the tenant's `recipients.status` for the address ("active" when lifted).
+RECIPIENT_STATUS = {
+    "hard_bounce": "bounced",
+    "soft_bounce": "bounced",
+    "complaint": "complained",
+    "unsubscribe": "unsubscribed",
+    "manual": "suppressed",
+}
+
+
+async def _set_status(conn: AsyncConnection, scope: int, key: str, status: str) -> None:
+    """Keep the tenant's recipient row in step (global rows leave every tenant's alone: the
+    address has no index of its own there, and a lookup shows the global suppression)."""
+    if scope != GLOBAL:
+        await conn.execute(
+            update(recipients)
+            .where(recipients.c.tenant_id == scope, recipients.c.email == key)
+            .values(status=status)
+        )
 
 
 async def remove(conn: AsyncConnection, tenant_id: int | None, key: str) -> bool:
@@ -96,6 +128,7 @@ async def remove(conn: AsyncConnection, tenant_id: int | None, key: str) -> bool
         )
     )
     if result.rowcount:
+        await _set_status(conn, scope_of(tenant_id), key, "active")
         await bump_counter(conn, COUNTER)
         await bump_counter(conn, REMOVED_COUNTER)
     return bool(result.rowcount)
@@ -180,11 +213,16 @@ async def list_page(
 
 async def prune(conn: AsyncConnection, now: datetime | None = None) -> int:
     """Delete expired suppressions; returns how many went."""
-    result = await conn.execute(
-        delete(suppressions).where(
-            suppressions.c.expires_at.is_not(None), suppressions.c.expires_at <= (now or utcnow())
-        )
+    expired = (
+        suppressions.c.expires_at.is_not(None),
+        suppressions.c.expires_at <= (now or utcnow()),
     )
+    lifted = (
+        await conn.execute(select(suppressions.c.scope, suppressions.c.email).where(*expired))
+    ).all()
+    result = await conn.execute(delete(suppressions).where(*expired))
+    for scope, key in lifted:
+        await _set_status(conn, scope, key, "active")
     if result.rowcount:
         await bump_counter(conn, COUNTER)
         await bump_counter(conn, REMOVED_COUNTER)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import mysql
 
@@ -155,6 +156,9 @@ deliveries = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("updated_at", Timestamp, nullable=False),
     Column("final_at", Timestamp),
+    # Send even if the address is suppressed: X-Relay-No-Suppression from a credential
+    # allowed to, or `relay queue retry --no-suppression`. Read again before each send.
+    Column("no_suppression", Boolean, nullable=False, default=False, server_default=false()),
     # The queue: due deliveries by state and time.
     Index(None, "state", "next_attempt_at"),
     Index(None, "lease_expires_at"),

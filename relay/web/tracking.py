@@ -18,6 +18,7 @@ from starlette.routing import Route
 from relay.model import EventType
 from relay.render.tokens import InvalidToken, TokenData, TokenKind
 from relay.store import events as store_events
+from relay.store import suppressions
 from relay.web.machine import is_machine, privacy_ip
 from relay.web.state import WebState, state_of
 
@@ -131,7 +132,8 @@ async def unsubscribe(request: Request) -> Response:
         owner = await store_events.delivery_owner(conn, data.delivery_id)
         if owner is None:
             return _page("Link expired", "<p>This unsubscribe link has expired.</p>", 404)
-        await store_events.record_unsubscribe(conn, owner, state.clock(), ip, agent)
+        lifetime = suppressions.expiry(state.config.bounce.ttl_s("unsubscribe"), state.clock())
+        await store_events.record_unsubscribe(conn, owner, state.clock(), ip, agent, lifetime)
     return _page(
         "Unsubscribed", "<p>You have been unsubscribed. You will not get these emails any more.</p>"
     )

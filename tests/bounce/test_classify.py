@@ -141,6 +141,32 @@ TABLE = [
     (550, "5.2.1", "<a@example.org>... Mailbox disabled", SOFT, "suspend"),
     (552, None, "Line limit exceeded", SOFT, "mesgtoobig"),
     (550, "5.2.1", "This mailbox has been blocked due to inactivity", SOFT, "suspend"),
+    # DNS: NXDOMAIN says the domain does not exist; a failed lookup says nothing about it.
+    (
+        550,
+        "5.4.4",
+        "Host or domain name not found. Name service error for name=x.example type=A: "
+        "Host not found",
+        HARD,
+        "hostunknown",
+    ),
+    (
+        550,
+        "5.4.4",
+        "Name service error for name=x.example type=MX: Malformed or unexpected name server reply",
+        SOFT,
+        "networkerror",
+    ),
+    # An explicit spam verdict beats the advice about SPF that follows it.
+    (
+        550,
+        "5.7.1",
+        "Your email was rejected due to spam classification. Set up SPF records for your domain",
+        SOFT,
+        "spamdetected",
+    ),
+    # Directory lookups: no such mailbox, whatever the stage.
+    (550, None, "MSEXCH:IMS:ORG:SITE:SERVER 0 (000C05A6) Unknown Recipient", HARD, "userunknown"),
     # Other languages
     (550, None, "Benutzer unbekannt", HARD, "userunknown"),
     (550, None, "Destinataire inconnu", HARD, "userunknown"),
@@ -197,3 +223,26 @@ def test_no_answer_from_host_in_a_final_report_is_expired() -> None:
 
     assert classify("4.4.1", "Connection timed out", None, "failed", "").reason == "expired"
     assert classify("4.4.1", "Connection timed out", None, "delayed", "").reason == "networkerror"
+
+
+def test_delay_notice_after_generic_trouble_is_expired() -> None:
+    from relay.bounce import classify
+
+    assert classify("4.3.0", "Internal server error", None, "delayed", "").reason == "expired"
+    assert classify("4.3.0", "Internal server error", None, "failed", "").reason == "systemerror"
+    # A specific reason stands in a delay notice too.
+    assert classify("4.2.2", "Mailbox full", None, "delayed", "").reason == "mailboxfull"
+
+
+def test_sendmail_transcript_markers_do_not_split_a_sentence() -> None:
+    text = "<<< 552-5.7.0 its content presents a potential <<< 552-5.7.0 security issue"
+    assert classify_reply(SmtpReply(552, text, "5.7.0")).reason == "policyviolation"
+
+
+def test_directory_userunknown_is_not_demoted_without_the_rcpt_stage() -> None:
+    from relay.bounce import classify
+
+    plain = classify("5.0.0", "550 User unknown", None, "failed", "")
+    notes = classify("", "User not listed in public Name & Address Book", None, "failed", "")
+    assert (plain.reason, plain.kind) == ("filtered", SOFT)
+    assert (notes.reason, notes.kind) == ("userunknown", HARD)

@@ -145,3 +145,66 @@ async def test_null_sender_only_for_the_bounce_domain(db: Database) -> None:
         await remote.quit()
     finally:
         await server.stop(running.shared, servers, drain_s=1)
+
+
+async def test_mailto_unsubscribe_over_smtp(db: Database, tmp_path: Path) -> None:
+    """The List-Unsubscribe mailto: address of a delivered message, mailed over SMTP (as Apple
+    Mail and others do, RFC 2369), unsubscribes that recipient; the next message is skipped."""
+    async with RecordingServer() as mx:
+        port = free_port()
+        cfg = config_module.load(
+            None,
+            env={
+                "RELAY_DATA_DIR": str(tmp_path),
+                "RELAY_SMTP__LISTEN": f'["127.0.0.1:{port}"]',
+                "RELAY_SMTP__HOSTNAME": "relay.test",
+                "RELAY_BOUNCE__DOMAIN": "bounces.relay.test",
+                "RELAY_DELIVERY__MODE": "smarthost",
+                "RELAY_DELIVERY__ACCOUNTS": (
+                    f'[{{"name": "mx", "host": "127.0.0.1", "port": {mx.port}, "tls": "none"}}]'
+                ),
+            },
+        )
+        tenant = await tenants.add_tenant(db, "shop", ["shop.example"])
+        credential, password = await tenants.add_credential(db, tenant)
+        shared, servers = await server.start(cfg, db)
+        transport = SmarthostPool(cfg.delivery, "relay.test", rng=random.Random(1))
+        scheduler = Scheduler(
+            cfg, db, transport, render=DeliveryRenderer(cfg, db), rng=random.Random(1), owner="w1"
+        )
+
+        async def submit(n: int) -> None:
+            app = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10, start_tls=False)
+            await app.connect()
+            await app.login(credential.username, password)
+            await app.sendmail("news@shop.example", ["gone@example.net"], message(n))
+            await app.quit()
+
+        try:
+            await submit(1)
+            await scheduler.run_until_idle()
+            (sent,) = mx.messages
+            header = sent.data.decode().split("\r\n\r\n")[0].replace("\r\n ", " ")
+            mailto = header.split("<mailto:")[1].split(">")[0]
+            assert mailto.startswith("bounces+unsub-") and mailto.endswith("@bounces.relay.test")
+            client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=10, start_tls=False)
+            await client.connect()
+            request = (
+                f"From: gone@example.net\r\nTo: {mailto}\r\nSubject: unsubscribe\r\n"
+                "Auto-Submitted: auto-replied\r\n\r\nunsubscribe\r\n"
+            ).encode()
+            refused, _ = await client.sendmail("gone@example.net", [mailto], request)
+            await client.quit()
+            assert refused == {}
+            async with db.read() as conn:
+                found = await suppressions.suppressed_among(conn, tenant.id, ["gone@example.net"])
+                (report,) = (await conn.execute(select(inbound_reports))).mappings()
+            assert found == {"gone@example.net": "unsubscribe"}
+            assert report["matched"] is True and report["kind"] == "unsubscribe"
+            await submit(2)
+            await scheduler.run_until_idle()
+        finally:
+            await transport.close()
+            await server.stop(shared, servers, drain_s=1)
+        assert len(mx.messages) == 1
+    assert [s for _, s, _ in await _states(db)] == ["delivered", "suppressed"]

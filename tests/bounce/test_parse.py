@@ -261,3 +261,40 @@ def test_x_unix_diagnostic_is_the_local_mailer() -> None:
     )
     (r,) = parse(raw).results
     assert (r.status, r.reason, r.kind) == ("5.3.0", "mailererror", BounceKind.SOFT)
+
+
+def test_each_recipient_gets_its_own_reason() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: s@relay.example\r\n"
+        b"Subject: Delivery failure\r\n\r\n"
+        b"<gone@example.org>: This user doesn't have an account here\r\n"
+        b"<full@example.org>: Sorry, this mailbox is full\r\n"
+    )
+    found = {r.recipient: r.reason for r in parse(raw).results}
+    assert found["full@example.org"] == "mailboxfull"
+    assert found["gone@example.org"] != "mailboxfull"  # the next address's text is not its own
+
+
+def test_stage_named_on_the_address_line() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: s@relay.example\r\n"
+        b"Subject: Returned mail: User unknown\r\n\r\n"
+        b"While talking to mx.example.org:\r\n"
+        b">>> RCPT To:<gone@example.org>\r\n"
+        b"<<< 550 <gone@example.org>... User unknown\r\n"
+    )
+    (r,) = parse(raw).results
+    assert (r.reason, r.kind) == ("userunknown", BounceKind.HARD)
+
+
+def test_multipart_without_boundaries_is_read_as_text() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: s@relay.example\r\n"
+        b"Subject: Returned mail\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        b"<full@example.org>\r\n\r\nmail.local: mailbox is full\r\n\r\n"
+        b"Reporting-MTA: dns; mx.example\r\n\r\n"
+        b"Final-Recipient: RFC822; <full@example.org>\r\nAction: failed\r\nStatus: 5.2.2\r\n"
+    )
+    results = parse(raw).results
+    assert [(r.recipient, r.reason) for r in results] == [("full@example.org", "mailboxfull")]

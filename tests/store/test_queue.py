@@ -101,3 +101,35 @@ async def test_history_by_email_includes_final(db: Database) -> None:
     _, ids = await _queue(db)
     found = await queue.history(db, queue.QueueFilter(email="OK@a.example"))
     assert [(r["id"], r["state"]) for r in found] == [(ids["delivered"], "delivered")]
+
+
+async def test_retry_no_suppression_resends_suppressed_and_bounced(db: Database) -> None:
+    msg, ids = await _queue(db)
+    gone = await rows.delivery(db, msg, "gone@a.example", state="bounced", bounce_kind="hard")
+    skipped = await rows.delivery(db, msg, "skip@a.example", state="suppressed")
+    plain = await queue.retry(db, msg)
+    assert plain == 3  # without the option, suppressed and bounced stay as they are
+    only = await queue.retry(db, msg, no_suppression=True, recipients=["gone@a.example"])
+    assert only == 1
+    # the three again, the bounced one (queued by now) and the suppressed one
+    assert await queue.retry(db, msg, no_suppression=True) == 5
+    async with db.read() as conn:
+        found = {
+            r.id: (r.state, r.no_suppression, r.bounce_kind, r.final_at)
+            for r in await conn.execute(
+                select(
+                    deliveries.c.id,
+                    deliveries.c.state,
+                    deliveries.c.no_suppression,
+                    deliveries.c.bounce_kind,
+                    deliveries.c.final_at,
+                )
+            )
+        }
+    assert found[gone] == ("queued", True, None, None)
+    assert found[skipped] == ("queued", True, None, None)
+    assert found[ids["failed"]][:2] == ("queued", True)
+    assert found[ids["delivered"]][:2] == ("delivered", False)  # never sent twice
+    assert found[ids["leased"]][:2] == ("sending", False)  # in a worker's hands: left alone
+    with pytest.raises(NotFound):
+        await queue.retry(db, msg + 1000, no_suppression=True)

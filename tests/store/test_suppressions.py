@@ -116,3 +116,70 @@ async def test_cache_refreshes_on_change_counter(db: Database) -> None:
     async with db.read() as conn:
         assert await cache.refresh(conn)
     assert cache.reason_for(shop, "a@example.com") is None and len(cache) == 1
+
+
+async def test_a_shorter_suppression_never_replaces_a_longer_one(db: Database) -> None:
+    shop = await rows.tenant(db)
+    soon, later = utcnow() + timedelta(days=14), utcnow() + timedelta(days=90)
+    async with db.write() as conn:
+        await suppressions.add(conn, shop, "u@example.com", "unsubscribe")  # forever
+        # A later hard bounce (90 days) must not let an unsubscribed address come back.
+        assert not await suppressions.add(conn, shop, "u@example.com", "hard_bounce", "", later)
+        await suppressions.add(conn, shop, "s@example.com", "soft_bounce", "", soon)
+        await suppressions.add(conn, shop, "s@example.com", "hard_bounce", "", later)  # longer
+        await suppressions.add(conn, shop, "s@example.com", "soft_bounce", "", soon)  # shorter
+        # An operator's explicit add takes over whatever was there.
+        await suppressions.add(conn, shop, "u@example.com", "manual", "", soon, replace=True)
+    async with db.read() as conn:
+        found = {
+            s.email: (s.reason, s.expires_at)
+            for s in await suppressions.list_page(conn, scope=shop)
+        }
+    assert found["s@example.com"][0] == "hard_bounce"
+    assert found["s@example.com"][1] is not None and found["s@example.com"][1] > soon
+    assert found["u@example.com"][0] == "manual"
+
+
+async def test_recipient_status_follows_the_suppression(db: Database) -> None:
+    from sqlalchemy import select
+
+    from relay.store.tables import recipients
+
+    shop = await rows.tenant(db)
+    now = utcnow()
+    async with db.write() as conn:
+        for email in ("u@example.com", "c@example.com", "old@example.com"):
+            await conn.execute(
+                recipients.insert().values(
+                    tenant_id=shop,
+                    email=email,
+                    status="active",
+                    first_seen_at=now,
+                    last_seen_at=now,
+                )  # fmt: skip
+            )
+        await suppressions.add(conn, shop, "u@example.com", "unsubscribe")
+        await suppressions.add(conn, shop, "c@example.com", "complaint")
+        await suppressions.add(conn, shop, "c@example.com", "hard_bounce", "", now + timedelta(1))
+        await suppressions.add(
+            conn, shop, "old@example.com", "hard_bounce", expires_at=now - timedelta(seconds=1)
+        )
+
+    async def status() -> dict[str, str]:
+        async with db.read() as conn:
+            found = await conn.execute(select(recipients.c.email, recipients.c.status))
+            return dict(found.all())  # type: ignore[arg-type]
+
+    assert await status() == {
+        "u@example.com": "unsubscribed",
+        "c@example.com": "complained",  # the shorter hard bounce did not take over
+        "old@example.com": "bounced",
+    }
+    async with db.write() as conn:
+        await suppressions.remove(conn, shop, "u@example.com")
+        assert await suppressions.prune(conn) == 1
+    assert await status() == {
+        "u@example.com": "active",
+        "c@example.com": "complained",
+        "old@example.com": "active",
+    }

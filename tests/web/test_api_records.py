@@ -99,6 +99,28 @@ async def test_suppression_pagination_and_csv_export(
     table = list(csv.DictReader(io.StringIO(r.text)))
     assert [row["email"] for row in table] == emails
     assert {row["reason"] for row in table} == {"unsubscribe"}
+    r = await client.get("/api/v1/suppressions/export?format=json", headers=tenant_a.auth)
+    assert r.headers["content-type"].startswith("application/json")
+    assert [item["email"] for item in r.json()] == emails  # the tenant's own list only
+    assert {item["scope"] for item in r.json()} == {"tenant"}
+
+
+async def test_suppression_lifetime_defaults_per_reason(
+    client: httpx.AsyncClient, tenant_a: Tenant
+) -> None:
+    post = "/api/v1/suppressions"
+    hard = await client.post(
+        post, json={"email": "gone@example.com", "reason": "hard_bounce"}, headers=tenant_a.auth
+    )
+    assert hard.status_code == 201 and hard.json()["expires_at"]  # bounce.hard_bounce_ttl
+    manual = await client.post(post, json={"email": "m@example.com"}, headers=tenant_a.auth)
+    assert manual.json()["expires_at"] is None  # manual: forever by default
+    forever = await client.post(
+        post,
+        json={"email": "gone@example.com", "reason": "hard_bounce", "expires_at": None},
+        headers=tenant_a.auth,
+    )
+    assert forever.status_code == 200 and forever.json()["expires_at"] is None
 
 
 async def test_messages_and_recipients_isolated(

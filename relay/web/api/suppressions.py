@@ -1,4 +1,4 @@
-"""Suppression endpoints: list, add, remove, CSV export.
+"""Suppression endpoints: list, add, remove, export (CSV or JSON).
 
 A tenant key works on its tenant's list; an admin key on the global list (or a tenant's with
 ?tenant=). Adding an existing address refreshes it; removing a missing one is a 404.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -18,6 +19,7 @@ from starlette.routing import Route
 
 from relay.model import SuppressionReason
 from relay.store import suppressions, views
+from relay.store.db import Database
 from relay.web.api._common import (
     Principal,
     authenticate,
@@ -85,11 +87,15 @@ async def add_suppression(request: Request) -> JSONResponse:
     reason = body.get("reason", SuppressionReason.MANUAL.value)
     if not isinstance(reason, str) or reason not in {r.value for r in SuppressionReason}:
         raise bad_param("reason", f"expected one of {sorted(r.value for r in SuppressionReason)}")
-    expires_at = _expires(body.get("expires_at"))
+    state = state_of(request)
+    if "expires_at" in body:  # null: forever
+        expires_at = _expires(body["expires_at"])
+    else:  # the reason's lifetime from [bounce] (e.g. hard_bounce_ttl)
+        expires_at = suppressions.expiry(state.config.bounce.ttl_s(reason))
     scope = _scope(request, who)
-    async with state_of(request).db.write() as conn:
+    async with state.db.write() as conn:
         created = await suppressions.add(
-            conn, scope or None, email, reason, source="api", expires_at=expires_at
+            conn, scope or None, email, reason, source="api", expires_at=expires_at, replace=True
         )
         row = (await views.suppressions_page(conn, scope, email, 0, 1))[0]
     return JSONResponse(_item(row), status_code=201 if created else 200)
@@ -108,10 +114,16 @@ async def remove_suppression(request: Request) -> JSONResponse:
 async def export_suppressions(request: Request) -> Response:
     who = await authenticate(request)
     fmt = request.query_params.get("format", "csv")
-    if fmt != "csv":
-        raise bad_param("format", f"only 'csv' is supported, got {fmt!r}")
+    if fmt not in ("csv", "json"):
+        raise bad_param("format", f"expected 'csv' or 'json', got {fmt!r}")
     scope = _scope(request, who)
     db = state_of(request).db
+    if fmt == "json":
+        return StreamingResponse(
+            _json_lines(db, scope),
+            media_type="application/json",
+            headers={"Content-Disposition": 'attachment; filename="suppressions.json"'},
+        )
 
     async def lines() -> AsyncIterator[str]:
         out = io.StringIO()
@@ -134,6 +146,17 @@ async def export_suppressions(request: Request) -> Response:
 
     headers = {"Content-Disposition": 'attachment; filename="suppressions.csv"'}
     return StreamingResponse(lines(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+async def _json_lines(db: Database, scope: int) -> AsyncIterator[str]:
+    """One JSON array, streamed: every item as `GET /suppressions` shows it."""
+    yield "["
+    first = True
+    async with db.read() as conn:
+        async for row in views.all_suppressions(conn, scope):
+            yield ("" if first else ",\n") + json.dumps(_item(row))
+            first = False
+    yield "]\n"
 
 
 ROUTES = [
