@@ -1,10 +1,11 @@
-"""Runs relay: config → database (schema current) → roles, in one TaskGroup.
+"""Runs relay: config → database (schema current) → secrets and DKIM keys → roles (their
+listeners), in one TaskGroup.
 
 Each role is a coroutine `run(config, db, stopping)` that serves until the `stopping` event
-is set, then drains and returns. SIGTERM/SIGINT set it; a second signal cancels at once.
-SIGHUP re-reads the config and applies the keys in `relay.reloading.RELOADABLE`. A process
-with the web role (or `service.metrics_listen`) also refreshes the queue gauges of /metrics
-from the database.
+is set, then drains (within `service.drain_timeout`) and returns. SIGTERM/SIGINT set it; a
+second signal cancels at once. SIGHUP re-reads the config and applies the keys in
+`relay.reloading.RELOADABLE`. A process with the web role (or `service.metrics_listen`) also
+refreshes the database-read gauges of /metrics (queue, last hour, suppressions, pool).
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 from relay import log, metrics, reloading, sdnotify
-from relay.config import Config, split_hostport
+from relay.config import Config, read_secret, split_hostport
 from relay.errors import ConfigError, RelayError
+from relay.render.dkim import load_signer
+from relay.render.tokens import load_keyring
 from relay.store import status
 from relay.store.db import Database, check_schema, upgrade
 
 QUEUE_GAUGES_S = 15.0  # how often the web role re-reads queue depth for /metrics
+# After `service.drain_timeout` the roles cancel what is left, write outcomes and release
+# leases; this is how much longer the service waits for that before cancelling the roles.
+CLEANUP_S = 5.0
 
 Role = Callable[[Config, Database, asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -64,6 +70,19 @@ async def prepare_database(config: Config) -> Database:
     return db
 
 
+def load_secrets(config: Config, roles: Sequence[str]) -> None:
+    """Read every secret and key the roles will need, before any of them listens: a missing
+    file or a bad key stops start-up with a ConfigError naming it, with no port ever open."""
+    load_keyring(config)  # tracking tokens (smtp: VERP, web: links, delivery: rendering)
+    if "delivery" in roles:
+        load_signer(config)  # reads and test-signs every DKIM key
+        for i, account in enumerate(config.delivery.accounts):
+            read_secret(account.password, account.password_file, f"delivery.accounts.{i}.password")
+    if "smtp" in roles and config.bounce_mailbox.host:
+        mailbox = config.bounce_mailbox
+        read_secret(mailbox.password, mailbox.password_file, "bounce_mailbox.password")
+
+
 async def run(
     config: Config, roles: Sequence[str], load_config: Callable[[], Config] | None = None
 ) -> int:
@@ -73,6 +92,7 @@ async def run(
     logger = log.get("relay.service")
     db = await prepare_database(config)
     try:
+        await asyncio.to_thread(load_secrets, config, roles)  # file reads, RSA test-signing
         entry_points = {
             name: resolve_role(name) for name in [*roles, *companion_roles(config, roles)]
         }
@@ -128,7 +148,10 @@ async def run(
             for stop in stops:
                 stop.set()
             sdnotify.notify("STOPPING=1", "STATUS=draining")
-            _, late = await asyncio.wait(role_tasks, timeout=config.service.drain_timeout)
+            # The roles keep to drain_timeout themselves; CLEANUP_S covers their last writes.
+            _, late = await asyncio.wait(
+                role_tasks, timeout=config.service.drain_timeout + CLEANUP_S
+            )
             if late:
                 # Roles release their leases when cancelled; nothing committed is lost.
                 logger.warning("service.drain_timeout", roles=[t.get_name() for t in late])
