@@ -28,7 +28,7 @@ from sqlalchemy import select
 from relay.config import DatabaseConfig
 from relay.store import webhooks
 from relay.store.db import Database
-from relay.store.tables import delivery_attempts, deliveries, messages, recipient_events
+from relay.store.tables import deliveries, delivery_attempts, messages, recipient_events
 from relay.store.tenants import get_tenant
 from tests.peers import RecordingServer, free_port
 from tests.serving import Served, SmtpClient, html_message, tenant_with_login, write_config
