@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 
 from relay.cli._args import command
 from relay.cli._context import Context
-from relay.cli._output import print_json, print_table
+from relay.cli._output import cell, print_json, print_table
 from relay.errors import StoreUnavailable
 from relay.store import status as store
 from relay.store.db import ping
@@ -88,7 +89,8 @@ async def run_status(args: argparse.Namespace, ctx: Context) -> int:
 
 def _health(account: dict[str, Any]) -> str:
     if account["paused"]:
-        until = f" until {account['paused_until']}" if account["paused_until"] else ""
+        at = account["paused_until"]
+        until = f" until {cell(datetime.fromisoformat(at))} UTC" if at else ""
         return f"paused ({account['paused_reason'] or 'by an operator'}){until}"
     if account["consecutive_failures"]:
         return f"failing ({account['consecutive_failures']} in a row)"

@@ -155,6 +155,10 @@ async def retry(db: Database, message_id: int | None = None, all_deferred: bool 
                 state=DeliveryState.QUEUED.value, next_attempt_at=now, updated_at=now, final_at=None
             )
         )
+        if message_id is not None and not result.rowcount:
+            found = await conn.execute(select(messages.c.id).where(messages.c.id == message_id))
+            if found.first() is None:
+                raise NotFound(f"no message with id {message_id} (see `relay queue list`)")
     return int(result.rowcount)
 
 
