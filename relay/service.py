@@ -25,7 +25,8 @@ from relay.render.tokens import load_keyring
 from relay.store import status
 from relay.store.db import Database, check_schema, upgrade
 
-QUEUE_GAUGES_S = 15.0  # how often the web role re-reads queue depth for /metrics
+QUEUE_GAUGES_S = 15.0  # how often /metrics' queue gauges are read from the database
+STATUS_GAUGES_S = 60.0  # and the rest of `relay status` (suppression counts scan a table)
 # After `service.drain_timeout` the roles cancel what is left, write outcomes and release
 # leases; this is how much longer the service waits for that before cancelling the roles.
 CLEANUP_S = 5.0
@@ -139,7 +140,7 @@ async def run(
             if (interval := sdnotify.watchdog_interval_s()) is not None:
                 group.create_task(_watchdog(interval, stopping), name="watchdog")
             if "web" in entry_points or config.service.metrics_listen:
-                group.create_task(_queue_gauges(db, stopping), name="queue-gauges")
+                group.create_task(_status_gauges(db, stopping), name="status-gauges")
             if config.service.metrics_listen:
                 group.create_task(
                     _serve_metrics(config.service.metrics_listen, stopping), name="metrics"
@@ -239,14 +240,21 @@ def _reload(current: Config, load_config: Callable[[], Config], say: Any) -> Con
     return merged
 
 
-async def _queue_gauges(db: Database, stopping: asyncio.Event) -> None:
-    """Queue depth and oldest age for /metrics; every process reads the same database."""
+async def _status_gauges(db: Database, stopping: asyncio.Event) -> None:
+    """`relay status` as /metrics gauges: the queue every QUEUE_GAUGES_S, the rest (last
+    hour, suppressions, pool, freshness) every STATUS_GAUGES_S."""
     say = log.get("relay.service")
+    last_full = -STATUS_GAUGES_S
+    loop = asyncio.get_running_loop()
     while not stopping.is_set():
         try:
-            summary = await status.queue_summary(db)
+            summary = await status.queue_summary(db)  # first: the cheap, most watched part
             metrics.set_queue(summary["by_state"], summary["oldest_queued_age_s"])
+            if loop.time() - last_full >= STATUS_GAUGES_S:
+                metrics.set_status(await status.gather(db))
+                last_full = loop.time()
         except Exception as e:  # noqa: BLE001 - database trouble: stale gauges, next round
+            metrics.database_up.set(0)
             say.warning("metrics.queue_read_failed", error=type(e).__name__)
         try:
             await asyncio.wait_for(stopping.wait(), QUEUE_GAUGES_S)
