@@ -9,9 +9,9 @@ from typing import Any
 from relay.cli._args import command
 from relay.cli._context import Context
 from relay.cli._output import cell, print_json, print_table
-from relay.errors import StoreUnavailable
+from relay.errors import SchemaError, StoreUnavailable
 from relay.store import status as store
-from relay.store.db import ping
+from relay.store.db import check_schema, ping
 
 
 def register(sub: Any) -> None:
@@ -52,6 +52,14 @@ async def run_status(args: argparse.Namespace, ctx: Context) -> int:
                 print_json({"database": {"reachable": False, "error": str(e)}})
             else:
                 print(f"database: UNREACHABLE: {e}")
+            return 1
+        try:
+            await check_schema(db.engine)
+        except SchemaError as e:  # reachable, but nothing to report on until it is migrated
+            if args.json:
+                print_json({"database": {"reachable": True, "current": False, "error": str(e)}})
+            else:
+                print(f"database: reachable, but {e}")
             return 1
         report = await store.gather(db)
     limits = {a.name: a.daily_limit for a in ctx.config.delivery.accounts}
