@@ -44,6 +44,17 @@ def _scrub(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
     return event
 
 
+class _DropDeprecation(logging.Filter):
+    """aiosmtpd warns on every successful AUTH that its own code sets the deprecated
+    Session.login_data: nothing an operator can act on, so not a warning line per login."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "login_data is deprecated" not in record.getMessage()
+
+
+_AIOSMTPD_NOISE = _DropDeprecation()
+
+
 def setup(level: str = "info", fmt: str = "auto") -> None:
     if fmt == "auto":
         under_systemd = "JOURNAL_STREAM" in os.environ or "INVOCATION_ID" in os.environ
@@ -88,7 +99,10 @@ def setup(level: str = "info", fmt: str = "auto") -> None:
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    smtp_lib = logging.getLogger("mail.log")
+    smtp_lib.setLevel(logging.WARNING)  # aiosmtpd's per-command chatter
+    if _AIOSMTPD_NOISE not in smtp_lib.filters:
+        smtp_lib.addFilter(_AIOSMTPD_NOISE)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migration plumbing at start-up
     set_level(level)
 

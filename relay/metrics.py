@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -36,6 +36,48 @@ queue_oldest_age_seconds = Gauge(
 queue_read_at = Gauge(
     "relay_queue_read_timestamp_seconds",
     "When this process last read the queue gauges from the database",
+    registry=REGISTRY,
+)
+# Read from the database by relay.service with `relay status`'s queries (every process
+# reports the same numbers; take max(), not sum(), over processes).
+last_hour = Gauge(
+    "relay_last_hour_events",
+    "Delivery outcomes, reports and tracking events in the last hour, by type",
+    ["type"],
+    registry=REGISTRY,
+)
+last_hour_rate = Gauge(
+    "relay_last_hour_rate",
+    "Bounces and complaints in the last hour per message sent in it",
+    ["kind"],
+    registry=REGISTRY,
+)
+suppressions = Gauge(
+    "relay_suppressions", "Suppression list entries by reason", ["reason"], registry=REGISTRY
+)
+account_sent_today = Gauge(
+    "relay_account_sent_today",
+    "Messages sent through a pool account today (UTC)",
+    ["account"],
+    registry=REGISTRY,
+)
+account_paused = Gauge(
+    "relay_account_paused", "1 while a pool account is paused", ["account"], registry=REGISTRY
+)
+account_failures = Gauge(
+    "relay_account_consecutive_failures",
+    "Consecutive connection/session failures of a pool account",
+    ["account"],
+    registry=REGISTRY,
+)
+database_up = Gauge(
+    "relay_database_up",
+    "1 when this process's last status read of the database worked",
+    registry=REGISTRY,
+)
+newest_message_age_seconds = Gauge(
+    "relay_newest_message_age_seconds",
+    "Age of the newest accepted message in the database (freshness)",
     registry=REGISTRY,
 )
 deliveries_total = Counter(
@@ -119,15 +161,35 @@ def delivery_outcome(state: str) -> None:
     deliveries_total.labels(state).inc()
 
 
+def _replace(gauge: Gauge, values: Mapping[str, float]) -> None:
+    """Set a one-label gauge to a fresh reading; labels that vanished drop to 0."""
+    for labels in list(gauge._metrics):  # noqa: SLF001 - keep labels seen before, at 0
+        if labels[0] not in values:
+            gauge.labels(*labels).set(0)
+    for label, value in values.items():
+        gauge.labels(label).set(value)
+
+
 def set_queue(by_state: Mapping[str, int], oldest_age_s: float | None) -> None:
     """Replace the queue gauges with one fresh reading (states that vanished drop to 0)."""
-    for labels in list(queue_depth._metrics):  # noqa: SLF001 - keep states seen before at 0
-        if labels[0] not in by_state:
-            queue_depth.labels(*labels).set(0)
-    for state, count in by_state.items():
-        queue_depth.labels(state).set(count)
+    _replace(queue_depth, by_state)
     queue_oldest_age_seconds.set(oldest_age_s or 0)
     queue_read_at.set_to_current_time()
+
+
+def set_status(report: Mapping[str, Any]) -> None:
+    """The rest of `relay status` (relay.store.status.gather) as gauges."""
+    set_queue(report["queue"]["by_state"], report["queue"]["oldest_queued_age_s"])
+    _replace(last_hour, report["last_hour"])
+    _replace(last_hour_rate, {k: v or 0 for k, v in report["rates_last_hour"].items()})
+    _replace(suppressions, report["suppressions"])
+    accounts = report["accounts"]
+    _replace(account_sent_today, {a["name"]: a["sent_today"] for a in accounts})
+    _replace(account_paused, {a["name"]: int(a["paused"]) for a in accounts})
+    _replace(account_failures, {a["name"]: a["consecutive_failures"] for a in accounts})
+    newest = report["database"]["newest_message_age_s"]
+    newest_message_age_seconds.set(newest if newest is not None else 0)
+    database_up.set(1)
 
 
 def generate_latest() -> bytes:

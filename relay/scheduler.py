@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 logger = log.get(__name__)
 
 POLL_S = 0.2  # how often an idle scheduler looks for due deliveries
-DRAIN_S = 30.0  # how long in-flight attempts may finish after `stopping`
 
 
 class Transport(Protocol):
@@ -310,19 +309,21 @@ class Scheduler:
                 await asyncio.wait(waiters, timeout=POLL_S, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
-            await self._drain()
-            self._writer_done.set()
-            self._have_results.set()
-            await asyncio.gather(writer, return_exceptions=True)  # lets a running write finish
-            await self.flush()
-            if self._open:  # leased, never attempted or cut short: back to the queue
-                await queue.release(self.db, self.owner, sorted(self._open), self.clock())
-                self._open.clear()
-                self._lease_until.clear()
-            self._raw.clear()
-            self._raw_users.clear()
-            if not until_idle:
-                await self.transport.close()
+            try:
+                await self._drain()
+            finally:  # also when the service cancelled the drain: outcomes, then leases
+                self._writer_done.set()
+                self._have_results.set()
+                await asyncio.gather(writer, return_exceptions=True)  # a running write ends
+                await self.flush()
+                if self._open:  # leased, never attempted or cut short: back to the queue
+                    await queue.release(self.db, self.owner, sorted(self._open), self.clock())
+                    self._open.clear()
+                    self._lease_until.clear()
+                self._raw.clear()
+                self._raw_users.clear()
+                if not until_idle:
+                    await self.transport.close()
 
     async def _maintain(self) -> None:
         """Periodic upkeep; database trouble here (a deadlock, a restart) is retried at the
@@ -349,14 +350,20 @@ class Scheduler:
                 await asyncio.sleep(0.05 if "deadlock" in str(e).lower() else 1.0)
 
     async def _drain(self) -> None:
-        """Let attempts in flight finish until DRAIN_S, then cancel the rest."""
+        """Let attempts in flight finish within `service.drain_timeout`, then cancel the
+        rest (their deliveries are released, no attempt counted)."""
         pending = set(self.in_flight.values())
-        if pending:
-            _done, late = await asyncio.wait(pending, timeout=DRAIN_S)
+        late = pending
+        try:
+            if pending:
+                _done, late = await asyncio.wait(
+                    pending, timeout=self.config.service.drain_timeout
+                )
+        finally:  # on time, late, or cancelled by the service: nothing may stay on the wire
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
-        self.in_flight.clear()
+            self.in_flight.clear()
 
 
 async def run(config: Config, db: Database, stopping: asyncio.Event) -> None:

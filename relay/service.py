@@ -1,10 +1,11 @@
-"""Runs relay: config → database (schema current) → roles, in one TaskGroup.
+"""Runs relay: config → database (schema current) → secrets and DKIM keys → roles (their
+listeners), in one TaskGroup.
 
 Each role is a coroutine `run(config, db, stopping)` that serves until the `stopping` event
-is set, then drains and returns. SIGTERM/SIGINT set it; a second signal cancels at once.
-SIGHUP re-reads the config and applies the keys in `relay.reloading.RELOADABLE`. A process
-with the web role (or `service.metrics_listen`) also refreshes the queue gauges of /metrics
-from the database.
+is set, then drains (within `service.drain_timeout`) and returns. SIGTERM/SIGINT set it; a
+second signal cancels at once. SIGHUP re-reads the config and applies the keys in
+`relay.reloading.RELOADABLE`. A process with the web role (or `service.metrics_listen`) also
+refreshes the database-read gauges of /metrics (queue, last hour, suppressions, pool).
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 from relay import log, metrics, reloading, sdnotify
-from relay.config import Config, split_hostport
+from relay.config import Config, read_secret, split_hostport
 from relay.errors import ConfigError, RelayError
+from relay.render.dkim import load_signer
+from relay.render.tokens import load_keyring
 from relay.store import status
 from relay.store.db import Database, check_schema, upgrade
 
-QUEUE_GAUGES_S = 15.0  # how often the web role re-reads queue depth for /metrics
+QUEUE_GAUGES_S = 15.0  # how often /metrics' queue gauges are read from the database
+STATUS_GAUGES_S = 60.0  # and the rest of `relay status` (suppression counts scan a table)
+# After `service.drain_timeout` the roles cancel what is left, write outcomes and release
+# leases; this is how much longer the service waits for that before cancelling the roles.
+CLEANUP_S = 5.0
 
 Role = Callable[[Config, Database, asyncio.Event], Coroutine[Any, Any, None]]
 
@@ -64,6 +71,19 @@ async def prepare_database(config: Config) -> Database:
     return db
 
 
+def load_secrets(config: Config, roles: Sequence[str]) -> None:
+    """Read every secret and key the roles will need, before any of them listens: a missing
+    file or a bad key stops start-up with a ConfigError naming it, with no port ever open."""
+    load_keyring(config)  # tracking tokens (smtp: VERP, web: links, delivery: rendering)
+    if "delivery" in roles:
+        load_signer(config)  # reads and test-signs every DKIM key
+        for i, account in enumerate(config.delivery.accounts):
+            read_secret(account.password, account.password_file, f"delivery.accounts.{i}.password")
+    if "smtp" in roles and config.bounce_mailbox.host:
+        mailbox = config.bounce_mailbox
+        read_secret(mailbox.password, mailbox.password_file, "bounce_mailbox.password")
+
+
 async def run(
     config: Config, roles: Sequence[str], load_config: Callable[[], Config] | None = None
 ) -> int:
@@ -73,6 +93,7 @@ async def run(
     logger = log.get("relay.service")
     db = await prepare_database(config)
     try:
+        await asyncio.to_thread(load_secrets, config, roles)  # file reads, RSA test-signing
         entry_points = {
             name: resolve_role(name) for name in [*roles, *companion_roles(config, roles)]
         }
@@ -119,7 +140,7 @@ async def run(
             if (interval := sdnotify.watchdog_interval_s()) is not None:
                 group.create_task(_watchdog(interval, stopping), name="watchdog")
             if "web" in entry_points or config.service.metrics_listen:
-                group.create_task(_queue_gauges(db, stopping), name="queue-gauges")
+                group.create_task(_status_gauges(db, stopping), name="status-gauges")
             if config.service.metrics_listen:
                 group.create_task(
                     _serve_metrics(config.service.metrics_listen, stopping), name="metrics"
@@ -128,7 +149,10 @@ async def run(
             for stop in stops:
                 stop.set()
             sdnotify.notify("STOPPING=1", "STATUS=draining")
-            _, late = await asyncio.wait(role_tasks, timeout=config.service.drain_timeout)
+            # The roles keep to drain_timeout themselves; CLEANUP_S covers their last writes.
+            _, late = await asyncio.wait(
+                role_tasks, timeout=config.service.drain_timeout + CLEANUP_S
+            )
             if late:
                 # Roles release their leases when cancelled; nothing committed is lost.
                 logger.warning("service.drain_timeout", roles=[t.get_name() for t in late])
@@ -216,14 +240,21 @@ def _reload(current: Config, load_config: Callable[[], Config], say: Any) -> Con
     return merged
 
 
-async def _queue_gauges(db: Database, stopping: asyncio.Event) -> None:
-    """Queue depth and oldest age for /metrics; every process reads the same database."""
+async def _status_gauges(db: Database, stopping: asyncio.Event) -> None:
+    """`relay status` as /metrics gauges: the queue every QUEUE_GAUGES_S, the rest (last
+    hour, suppressions, pool, freshness) every STATUS_GAUGES_S."""
     say = log.get("relay.service")
+    last_full = -STATUS_GAUGES_S
+    loop = asyncio.get_running_loop()
     while not stopping.is_set():
         try:
-            summary = await status.queue_summary(db)
+            summary = await status.queue_summary(db)  # first: the cheap, most watched part
             metrics.set_queue(summary["by_state"], summary["oldest_queued_age_s"])
+            if loop.time() - last_full >= STATUS_GAUGES_S:
+                metrics.set_status(await status.gather(db))
+                last_full = loop.time()
         except Exception as e:  # noqa: BLE001 - database trouble: stale gauges, next round
+            metrics.database_up.set(0)
             say.warning("metrics.queue_read_failed", error=type(e).__name__)
         try:
             await asyncio.wait_for(stopping.wait(), QUEUE_GAUGES_S)

@@ -117,6 +117,20 @@ class Dispatcher:
                     )
         return len(rows)
 
+    async def flush(self, timeout_s: float) -> int:
+        """On stop: POST what is due now (the events just written on the way out) until
+        nothing is due or `timeout_s` passes; what is left waits for the next start."""
+        sent = 0
+        try:
+            async with asyncio.timeout(timeout_s):
+                while n := await self.run_once():
+                    sent += n
+        except TimeoutError:
+            log.warning("webhook.flush_timeout", sent=sent)
+        except Exception as e:  # noqa: BLE001 - the store may be down; rows stay queued
+            log.error("webhook.dispatch_failed", error=type(e).__name__)
+        return sent
+
     async def run(self, stopping: asyncio.Event, idle_s: float = 1.0) -> None:
         while not stopping.is_set():
             try:

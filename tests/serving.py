@@ -36,6 +36,7 @@ def write_config(
     log_level: str = "debug",
     keep_ports_of: Path | None = None,
     service: str = "",
+    drain_timeout: str = "15s",
 ) -> Path:
     """The config file; `smtp` adds lines to [smtp]; `keep_ports_of` rewrites in place."""
     smtp_port, http_port = ports(keep_ports_of) if keep_ports_of else (free_port(), free_port())
@@ -45,7 +46,7 @@ def write_config(
     path.write_text(
         f'data_dir = "{tmp_path}/var"\n'
         f'[log]\nlevel = "{log_level}"\nformat = "json"\n'
-        f'[service]\ndrain_timeout = "15s"\n{service}\n'
+        f'[service]\ndrain_timeout = "{drain_timeout}"\n{service}\n'
         f'[smtp]\nlisten = ["127.0.0.1:{smtp_port}"]\n{smtp}\n'
         f'[http]\nlisten = "127.0.0.1:{http_port}"\n'
         f'public_url = "http://127.0.0.1:{http_port}"\nevent_flush_interval = "1h"\n'

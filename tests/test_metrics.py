@@ -85,6 +85,35 @@ async def test_metrics_of_a_running_process(tmp_path: Path, db_url: str) -> None
     assert got[("relay_delivery_seconds_count", (("transport", "smarthost"),))] == 1
     assert ("relay_event_buffer_size", ()) in got
     assert ("relay_tracking_events_dropped_total", ()) in got
+    # The rest of `relay status` was read at start-up too (then every minute).
+    assert got[("relay_database_up", ())] == 1
+    assert ("relay_newest_message_age_seconds", ()) in got
+
+
+def test_status_gauges_from_a_report() -> None:
+    report = {
+        "database": {"newest_message_age_s": 42},
+        "queue": {"by_state": {"queued": 2}, "oldest_queued_age_s": 90},
+        "last_hour": {"delivered": 8, "bounced": 1, "complained": 1},
+        "rates_last_hour": {"bounce": 0.1, "complaint": None},
+        "suppressions": {"hard_bounce": 3},
+        "accounts": [
+            {"name": "a", "paused": True, "sent_today": 7, "consecutive_failures": 5},
+        ],
+    }
+    metrics.set_status(report)
+    report["suppressions"] = {}
+    metrics.set_status(report)
+    got = _samples(metrics.generate_latest().decode())
+    assert got[("relay_last_hour_events", (("type", "delivered"),))] == 8
+    assert got[("relay_last_hour_rate", (("kind", "bounce"),))] == 0.1
+    assert got[("relay_last_hour_rate", (("kind", "complaint"),))] == 0
+    assert got[("relay_suppressions", (("reason", "hard_bounce"),))] == 0  # gone: 0
+    assert got[("relay_account_paused", (("account", "a"),))] == 1
+    assert got[("relay_account_sent_today", (("account", "a"),))] == 7
+    assert got[("relay_account_consecutive_failures", (("account", "a"),))] == 5
+    assert got[("relay_newest_message_age_seconds", ())] == 42
+    assert got[("relay_queue_oldest_age_seconds", ())] == 90
 
 
 async def test_delivery_only_process_serves_metrics_on_its_own_port(

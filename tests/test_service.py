@@ -1,30 +1,38 @@
 """`relay serve` as operators run it: a real process, real signals, real SMTP and HTTP.
 
-SIGTERM drains (a client in DATA still gets its 250, new clients get 421, deliveries in
-flight finish or go back to the queue, buffered tracking events are written, exit 0); a
-second signal exits at once (1) without losing what was committed; SIGHUP reloads the safe
-keys, names the others, and keeps the old config when the new one is invalid.
+SIGTERM drains (a client in DATA still gets its 250, new and idle clients get 421,
+deliveries in flight finish or go back to the queue, buffered tracking events are written and
+their webhooks POSTed, exit 0), all within service.drain_timeout; a second signal exits at
+once (1) without losing what was committed; SIGHUP reloads the safe keys, names the others,
+and keeps the old config when the new one is invalid. Secrets and DKIM keys are read before
+any listener opens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
 
 from relay.config import DatabaseConfig
+from relay.store import webhooks
 from relay.store.db import Database
-from relay.store.tables import deliveries, messages, recipient_events
-from tests.peers import RecordingServer
+from relay.store.tables import deliveries, delivery_attempts, messages, recipient_events
+from relay.store.tenants import get_tenant
+from tests.peers import RecordingServer, free_port
 from tests.serving import Served, SmtpClient, html_message, tenant_with_login, write_config
+from tests.test_cli import relay
 
 
 @pytest.fixture
@@ -84,9 +92,41 @@ async def _wait_state(url: str, rcpt: str, state: str, timeout_s: float = 15) ->
         await asyncio.sleep(0.1)
 
 
+@asynccontextmanager
+async def _webhook_receiver(url: str) -> AsyncIterator[list[dict[str, Any]]]:
+    """A plain HTTP endpoint on loopback, registered as the tenant's webhook (every event);
+    yields the JSON bodies POSTed to it."""
+    got: list[dict[str, Any]] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        got.append(json.loads(await reader.readexactly(length)))
+        writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    db = Database.from_config(DatabaseConfig(url=url))
+    try:
+        tenant = await get_tenant(db, "shop")
+        async with db.write() as conn:
+            await webhooks.create(conn, tenant.id, f"http://127.0.0.1:{port}/hook", [])
+    finally:
+        await db.dispose()
+    try:
+        yield got
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_sigterm_drains_and_exits_0(tmp_path: Path, db_url: str) -> None:
     login = await tenant_with_login(db_url)
-    async with RecordingServer() as mx:
+    async with RecordingServer() as mx, _webhook_receiver(db_url) as posted:
         served = Served(write_config(tmp_path, db_url, mx.port), tmp_path)
         try:
             await served.ready()
@@ -108,9 +148,15 @@ async def test_sigterm_drains_and_exits_0(tmp_path: Path, db_url: str) -> None:
             await client.begin(["r3@dest.example"])
             body = html_message("r3@dest.example", "late")
             await client.send_raw(body[:40])
+            # 4. A client logged in but between transactions.
+            idle, _ = await SmtpClient.connect(served.smtp_port)
+            assert (await idle.login(*login)).startswith("235")
 
             served.signal(signal.SIGTERM)
             await served.wait_for_event("service.stopping")
+            assert (await idle.reply()).startswith("421 4.3.2")  # sent away at once
+            assert await idle.reader.read() == b""
+            await idle.close()
             newcomer, banner = await SmtpClient.connect(served.smtp_port)
             assert banner.startswith("421 4.3.2"), banner
             await newcomer.close()
@@ -119,11 +165,14 @@ async def test_sigterm_drains_and_exits_0(tmp_path: Path, db_url: str) -> None:
             reply = await client.reply()
             assert reply.startswith("250 2.0.0"), reply
             assert time.monotonic() - started < 5
+            # The drain accepts no new transaction on that session.
+            assert (await client.command("MAIL FROM:<app@shop.example>")).startswith("421 4.3.2")
             await client.close()
 
             assert await served.wait(30) == 0, served.text()
         finally:
             served.kill()
+        hooks = [p["type"] for p in posted]
     found, bodies, types = await _rows(db_url)
     assert bodies == 3  # the message accepted during the drain is durable
     assert found["r1@dest.example"][0] == "delivered"
@@ -133,6 +182,9 @@ async def test_sigterm_drains_and_exits_0(tmp_path: Path, db_url: str) -> None:
     assert "opened" in types  # the event buffer was flushed on the way out
     assert served.events("service.stopped")[0]["forced"] is False
     assert [m.rcpt_tos for m in mx.messages] == [["r1@dest.example"], ["r2@dest.example"]]
+    # The open waited in the buffer (flush interval 1 h): written on the way out, and its
+    # webhook POSTed before the process exited.
+    assert "opened" in hooks, hooks
 
 
 async def test_second_signal_exits_at_once(tmp_path: Path, db_url: str) -> None:
@@ -154,7 +206,7 @@ async def test_second_signal_exits_at_once(tmp_path: Path, db_url: str) -> None:
             served.signal(signal.SIGTERM)
             await served.wait_for_event("service.stopping")
             started = time.monotonic()
-            served.signal(signal.SIGTERM)
+            served.signal(signal.SIGINT)  # Ctrl-C counts as the second signal too
             assert await served.wait(10) == 1, served.text()
             assert time.monotonic() - started < 5
             await client.close()
@@ -167,6 +219,76 @@ async def test_second_signal_exits_at_once(tmp_path: Path, db_url: str) -> None:
     assert bodies == 1
     assert list(found) == ["r1@dest.example"]
     assert found["r1@dest.example"][0] in {"sending", "queued"}
+
+
+async def test_drain_deadline_cuts_what_is_left_and_releases_its_lease(
+    tmp_path: Path, db_url: str
+) -> None:
+    login = await tenant_with_login(db_url)
+    async with RecordingServer() as mx:
+        mx.data_delay_s = 30.0  # the attempt cannot finish within the 2 s deadline
+        config = write_config(tmp_path, db_url, mx.port, drain_timeout="2s")
+        served = Served(config, tmp_path)
+        try:
+            await served.ready()
+            assert (await _send(served.smtp_port, login, "r1@dest.example")).startswith("250")
+            await _wait_state(db_url, "r1@dest.example", "sending")
+            slow, _ = await SmtpClient.connect(served.smtp_port)
+            assert (await slow.login(*login)).startswith("235")
+            await slow.begin(["r2@dest.example"])
+            await slow.send_raw(b"Subject: still typing\r\n")  # never ends its DATA
+
+            started = time.monotonic()
+            served.signal(signal.SIGTERM)
+            assert await served.wait(20) == 0, served.text()
+            elapsed = time.monotonic() - started
+            assert await slow.reader.read() == b""  # cut at the deadline, no 250
+            await slow.close()
+        finally:
+            served.kill()
+    assert 2 <= elapsed < 2 + 5, elapsed  # drain_timeout, plus the last writes at most
+    assert not served.events("service.drain_timeout")  # the roles kept to it themselves
+    found, bodies, _ = await _rows(db_url)
+    assert bodies == 1  # the unfinished DATA left nothing behind
+    assert found == {"r1@dest.example": ("queued", None)}  # lease released
+    db = Database.from_config(DatabaseConfig(url=db_url))
+    try:
+        async with db.read() as conn:
+            tried = (await conn.execute(select(delivery_attempts.c.id))).all()
+            attempts = (await conn.execute(select(deliveries.c.attempts))).scalar()
+    finally:
+        await db.dispose()
+    assert tried == [] and attempts == 0  # the cut attempt is not counted against it
+
+
+@pytest.mark.parametrize(
+    ("toml", "key"),
+    [
+        (
+            '[[dkim.keys]]\ndomain = "shop.example"\nselector = "s1"\nkey_file = "gone.key"\n',
+            "dkim.keys[0].key_file",
+        ),
+        (
+            '[delivery]\nmode = "smarthost"\n[[delivery.accounts]]\nname = "a"\n'
+            'host = "127.0.0.1"\npassword_file = "gone.pass"\n',
+            "delivery.accounts.0.password_file",
+        ),
+    ],
+)
+def test_secrets_and_keys_are_read_before_any_listener(
+    tmp_path: Path, sqlite_url: str, toml: str, key: str
+) -> None:
+    smtp_port, http_port = free_port(), free_port()
+    (tmp_path / "relay.toml").write_text(
+        f'[log]\nformat = "json"\n[database]\nurl = "{sqlite_url}"\n'
+        f'[smtp]\nlisten = ["127.0.0.1:{smtp_port}"]\n[http]\nlisten = "127.0.0.1:{http_port}"\n'
+        + toml
+    )
+    out = relay("--config", "relay.toml", "serve", cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith(f"relay: config error: {key}: cannot read")
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "listening" not in out.stdout  # no role got as far as opening a port
 
 
 async def test_sighup_reloads_safe_keys_and_keeps_old_config_when_invalid(

@@ -29,3 +29,14 @@ def group(sub: Any, name: str, help: str) -> Any:
     inner = parser.add_subparsers(dest=f"{name}_command", metavar="ACTION")
     inner.required = True
     return inner
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number of at least 1 (argparse names the option, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

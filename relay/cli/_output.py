@@ -31,14 +31,14 @@ def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> No
     if not rows:
         print("(none)")
         return
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     print("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for r in cells:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -63,7 +63,7 @@ def emit_one(record: Mapping[str, Any], as_json: bool, lines: Iterable[str] = ()
     if as_json:
         print_json(record)
         return
-    shown = list(lines) or [f"{k}: {_cell(v)}" for k, v in record.items()]
+    shown = list(lines) or [f"{k}: {cell(v)}" for k, v in record.items()]
     for line in shown:
         print(line)
 

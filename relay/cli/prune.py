@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from relay.cli._args import command
+from relay.cli._args import command, positive_int
 from relay.cli._context import Context
 from relay.cli._output import emit_one
 from relay.cli._progress import progress
@@ -20,15 +20,19 @@ def register(sub: Any) -> None:
         "delete raw bodies and events past their retention, in small batches",
         json=True,
     )
-    p.add_argument("--messages-days", type=int, help="override retention.messages_days")
-    p.add_argument("--events-days", type=int, help="override retention.events_days")
-    p.add_argument("--batch", type=int, default=500, help="rows per transaction (default 500)")
+    p.add_argument(
+        "--messages-days", type=positive_int, help="override retention.messages_days"
+    )
+    p.add_argument("--events-days", type=positive_int, help="override retention.events_days")
+    p.add_argument(
+        "--batch", type=positive_int, default=500, help="rows per transaction (default 500)"
+    )
 
 
 async def run_prune(args: argparse.Namespace, ctx: Context) -> int:
     r = ctx.config.retention
-    messages_days = args.messages_days or r.messages_days
-    events_days = args.events_days or r.events_days
+    messages_days = r.messages_days if args.messages_days is None else args.messages_days
+    events_days = r.events_days if args.events_days is None else args.events_days
     done = {"bodies": 0, "events": 0}
 
     def describe() -> str:

@@ -6,13 +6,14 @@ import argparse
 from typing import Any
 
 from relay.addresses import InvalidAddress, normalize
-from relay.cli._args import command, group
+from relay.cli._args import command, group, positive_int
 from relay.cli._context import Context
-from relay.cli._output import emit, emit_one, print_json, print_table, warn
-from relay.model import DeliveryState
+from relay.cli._output import cell, emit, emit_one, print_json, print_table, warn
+from relay.model import FINAL_STATES, DeliveryState
 from relay.store import queue as store
 
 EXIT_USAGE = 2
+FINAL = {s.value for s in FINAL_STATES}
 LIST_COLUMNS = [
     "id",
     "message_id",
@@ -37,7 +38,9 @@ def register(sub: Any) -> None:
     p.add_argument("--domain", help="only recipients at this domain")
     p.add_argument("--campaign", help="only this campaign (its X-Campaign-ID)")
     p.add_argument("--tenant", help="only this tenant")
-    p.add_argument("--limit", type=int, default=100, help="at most this many rows (default 100)")
+    p.add_argument(
+        "--limit", type=positive_int, default=100, help="at most this many rows (default 100)"
+    )
     p = command(
         q, "show", queue_show, "show a message, its deliveries and every attempt", json=True
     )
@@ -73,7 +76,9 @@ def register(sub: Any) -> None:
     who.add_argument("--campaign", help="every recipient of this campaign")
     who.add_argument("--email", help="every delivery to this address")
     p.add_argument("--tenant", help="only this tenant")
-    p.add_argument("--limit", type=int, default=1000, help="at most this many rows")
+    p.add_argument(
+        "--limit", type=positive_int, default=1000, help="at most this many rows (default 1000)"
+    )
 
 
 async def queue_list(args: argparse.Namespace, ctx: Context) -> int:
@@ -87,7 +92,13 @@ async def queue_list(args: argparse.Namespace, ctx: Context) -> int:
     async with ctx.database() as db:
         rows = await store.list_deliveries(db, f)
     emit(rows, LIST_COLUMNS, args.json)
+    _note_limit(rows, args.limit)
     return 0
+
+
+def _note_limit(rows: list[dict[str, Any]], limit: int) -> None:
+    if len(rows) >= limit:  # on stderr, so that --json output stays one document
+        warn(f"relay: showing the first {limit} deliveries; --limit N shows more")
 
 
 async def queue_show(args: argparse.Namespace, ctx: Context) -> int:
@@ -106,12 +117,18 @@ async def queue_show(args: argparse.Namespace, ctx: Context) -> int:
         "subject",
         "size",
         "received_at",
+        "pruned_at",
     ):
-        print(f"{key}: {msg[key] if msg[key] is not None else '-'}")
+        print(f"{key}: {cell(msg[key])}")
     for d in msg["deliveries"]:
+        when = (
+            f"finished {cell(d['updated_at'])}"
+            if d["state"] in FINAL
+            else f"next attempt {cell(d['next_attempt_at'])}"
+        )
         print(
             f"\ndelivery {d['id']} to {d['recipient']} ({d['rcpt_type']}): {d['state']}, "
-            f"{d['attempts']} attempt(s), next {d['next_attempt_at']}"
+            f"{d['attempts']} attempt(s), {when}"
         )
         print_table(
             d["attempt_log"],
@@ -177,4 +194,5 @@ async def history(args: argparse.Namespace, ctx: Context) -> int:
         ],
         args.json,
     )
+    _note_limit(rows, args.limit)
     return 0

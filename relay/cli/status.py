@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
+from datetime import datetime
 from typing import Any
 
 from relay.cli._args import command
 from relay.cli._context import Context
-from relay.cli._output import print_json, print_table
-from relay.errors import StoreUnavailable
+from relay.cli._output import cell, print_json, print_table
+from relay.errors import SchemaError, StoreUnavailable
 from relay.store import status as store
-from relay.store.db import ping
+from relay.store.db import check_schema, ping
 
 
 def register(sub: Any) -> None:
@@ -52,6 +53,14 @@ async def run_status(args: argparse.Namespace, ctx: Context) -> int:
             else:
                 print(f"database: UNREACHABLE: {e}")
             return 1
+        try:
+            await check_schema(db.engine)
+        except SchemaError as e:  # reachable, but nothing to report on until it is migrated
+            if args.json:
+                print_json({"database": {"reachable": True, "current": False, "error": str(e)}})
+            else:
+                print(f"database: reachable, but {e}")
+            return 1
         report = await store.gather(db)
     limits = {a.name: a.daily_limit for a in ctx.config.delivery.accounts}
     for account in report["accounts"]:
@@ -88,7 +97,8 @@ async def run_status(args: argparse.Namespace, ctx: Context) -> int:
 
 def _health(account: dict[str, Any]) -> str:
     if account["paused"]:
-        until = f" until {account['paused_until']}" if account["paused_until"] else ""
+        at = account["paused_until"]
+        until = f" until {cell(datetime.fromisoformat(at))} UTC" if at else ""
         return f"paused ({account['paused_reason'] or 'by an operator'}){until}"
     if account["consecutive_failures"]:
         return f"failing ({account['consecutive_failures']} in a row)"

@@ -193,6 +193,7 @@ class SubmissionSMTP(FastSMTP):
         self.peer_ip = ""
         self._counted = False
         self.accepted: list[int] = []  # message ids, logged once when the session ends
+        self.in_data = False  # between 354 and the reply: a drain waits for it
 
     # -- connection limits ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -340,6 +341,11 @@ class SubmissionSMTP(FastSMTP):
 
     # -- MAIL: our 552 text for an announced SIZE --------------------------------------
     async def smtp_MAIL(self, arg: str | None) -> None:
+        if self.shared.stopping:  # draining: no new transaction (one in DATA just finished)
+            await self.push(replies.SHUTTING_DOWN)
+            if self.transport is not None:
+                self.transport.close()
+            return
         limit = self.shared.config.max_message_size
         if arg and (m := _SIZE_PARAM.search(arg)) and int(m.group(1)) > limit:
             await self.push(replies.TOO_BIG.format(limit=limit))
@@ -359,6 +365,7 @@ class SubmissionSMTP(FastSMTP):
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
         self.shared.in_data += 1
+        self.in_data = True
         self.shared.no_data.clear()
         try:
             limit = self.shared.config.max_message_size
@@ -376,6 +383,7 @@ class SubmissionSMTP(FastSMTP):
         finally:
             self._reset_timeout()  # back to the idle deadline
             self.shared.in_data -= 1
+            self.in_data = False
             if not self.shared.in_data:
                 self.shared.no_data.set()
 

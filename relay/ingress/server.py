@@ -16,6 +16,7 @@ import ssl
 from relay import log, reloading
 from relay.config import Config, split_hostport
 from relay.errors import ConfigError, NotFound
+from relay.ingress import replies
 from relay.ingress.auth import Authenticator, AuthThrottle
 from relay.ingress.handler import Shared, SubmissionSMTP
 from relay.ingress.tls import server_context
@@ -26,7 +27,7 @@ from relay.store.db import Database
 from relay.store.tenants import get_tenant
 
 logger = log.get("relay.ingress")
-DRAIN_S = 30.0
+DRAIN_S = 30.0  # default of service.drain_timeout
 
 
 async def build_shared(config: Config, db: Database) -> Shared:
@@ -100,20 +101,32 @@ async def start(config: Config, db: Database) -> tuple[Shared, list[asyncio.Serv
 
 
 async def stop(shared: Shared, servers: list[asyncio.Server], drain_s: float = DRAIN_S) -> None:
-    """Refuse new sessions (421), wait for sessions in DATA, then close everything."""
+    """Refuse new sessions (421), send idle ones away (421), wait up to `drain_s` for
+    sessions in DATA to get their reply, then close everything."""
     shared.stopping = True
+    for session in list(shared.sessions):
+        if not session.in_data:
+            _send_away(session)
     if shared.in_data:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(shared.no_data.wait(), drain_s)
     for server in servers:
         server.close()
     for session in list(shared.sessions):
-        if session.transport is not None:
-            session.transport.close()
+        _send_away(session)  # answered during the drain (421); still in DATA past it: cut
     for server in servers:
         await server.wait_closed()
     await shared.intake.close()
     logger.info("ingress.stopped")
+
+
+def _send_away(session: SubmissionSMTP) -> None:
+    transport = session.transport
+    if transport is None or transport.is_closing():
+        return
+    if not session.in_data:  # RFC 5321 3.8: 421 may come at any time; the client retries
+        transport.write(replies.SHUTTING_DOWN.encode() + b"\r\n")  # type: ignore[attr-defined]
+    transport.close()
 
 
 def reload(shared: Shared, config: Config) -> None:
@@ -128,4 +141,4 @@ async def run(config: Config, db: Database, stopping: asyncio.Event) -> None:
     try:
         await stopping.wait()
     finally:
-        await stop(shared, servers)
+        await stop(shared, servers, config.service.drain_timeout)

@@ -119,13 +119,15 @@ def create_app(
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         stop = asyncio.Event()
         flusher = asyncio.create_task(buffer.run(stop), name="relay.web.events")
-        hooks = asyncio.create_task(Dispatcher(db, clock).run(stop), name="relay.webhooks")
+        dispatcher = Dispatcher(db, clock)
+        hooks = asyncio.create_task(dispatcher.run(stop), name="relay.webhooks")
         try:
             yield
         finally:
             stop.set()
-            await flusher  # its `finally` writes what is left
+            await flusher  # its `finally` writes what is left (and queues their webhooks)
             await hooks
+            await dispatcher.flush(config.service.drain_timeout)
             await state.intake.close()
 
     routes = [

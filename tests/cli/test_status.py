@@ -74,3 +74,15 @@ def test_status_with_the_database_down(tmp_path: Path) -> None:
     assert ":pw@" not in out.stdout + out.stderr
     as_json = relay("status", "--json", cwd=tmp_path, env=env)
     assert json.loads(as_json.stdout)["database"]["reachable"] is False
+
+
+def test_status_before_relay_migrate(tmp_path: Path) -> None:
+    out = relay("status", cwd=tmp_path)  # the default SQLite file, still empty
+    assert out.returncode == 1
+    assert out.stdout == (
+        "database: reachable, but the database has no relay schema yet: run `relay migrate` "
+        "(or set database.auto_migrate = true)\n"
+    )
+    assert out.stderr == ""
+    as_json = json.loads(relay("status", "--json", cwd=tmp_path).stdout)
+    assert as_json["database"]["reachable"] and not as_json["database"]["current"]

@@ -36,9 +36,17 @@ async def test_session_sets_what_stock_aiosmtpd_sets(ingress: Running) -> None:
     ours = SubmissionSMTP(ingress.shared, **_options(loop))  # type: ignore[arg-type]
     stock = SMTP.__new__(SubmissionSMTP)
     SMTP.__init__(stock, Handler(ingress.shared), **_options(loop))  # type: ignore[arg-type]
-    # Ours (accepted: message ids for the session log line), plus command_size_limits:
-    # per session instead of aiosmtpd's shared class dict.
-    extra = {"shared", "identity", "peer_ip", "_counted", "accepted", "command_size_limits"}
+    # Ours (accepted: message ids for the session log line; in_data: for the drain), plus
+    # command_size_limits: per session instead of aiosmtpd's shared class dict.
+    extra = {
+        "shared",
+        "identity",
+        "peer_ip",
+        "_counted",
+        "accepted",
+        "in_data",
+        "command_size_limits",
+    }
     assert set(vars(ours)) - extra == set(vars(stock))
     for name in ("_smtp_methods", "_handle_hooks", "_auth_methods"):
         assert sorted(getattr(ours, name)) == sorted(getattr(stock, name)), name
