@@ -123,7 +123,9 @@ def run_case(
     command += ["serve", "--role", "smtp"]
     if profile:
         out = str(Path(profile).resolve())
-        command = ["py-spy", "record", "-o", out, "-f", "raw", "--", *command]
+        venv_spy = Path(sys.executable).parent / "py-spy"  # installed by .[bench]
+        spy = str(venv_spy) if venv_spy.exists() else "py-spy"
+        command = [spy, "record", "-o", out, "-f", "raw", "--", *command]
     proc = subprocess.Popen(
         command,
         env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

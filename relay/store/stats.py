@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.store.tables import stat_counters
@@ -63,6 +64,11 @@ async def bump(
 
 async def bump_many(conn: AsyncConnection, counts: Mapping[CounterKey, int]) -> None:
     """Add many counters at once (one executemany upsert), in the caller's transaction."""
+    await conn.run_sync(bump_many_sync, counts)
+
+
+def bump_many_sync(conn: Connection, counts: Mapping[CounterKey, int]) -> None:
+    """`bump_many` on a synchronous connection (a transaction run by `Database.run_write`)."""
     merged: Counter[tuple[int, int, datetime, str]] = Counter()
     for (tenant_id, campaign_id, at, metric), n in counts.items():
         if metric not in METRICS:
@@ -85,7 +91,7 @@ async def bump_many(conn: AsyncConnection, counts: Mapping[CounterKey, int]) -> 
     else:
         mins = mysql_insert(stat_counters)
         stmt = mins.on_duplicate_key_update(count=stat_counters.c.count + mins.inserted.count)
-    await conn.execute(stmt, rows)
+    conn.execute(stmt, rows)
 
 
 def _scope(query: Any, tenant_id: int | None, campaign_ids: Iterable[int] | None) -> Any:
