@@ -349,9 +349,9 @@ class GroupCommitter:
         work: asyncio.Future[tuple[list[int], bool]],
     ) -> None:
         """Resolve the callers of a batch whose commit finished while we were cancelled."""
+        failed = not work.done() or work.cancelled() or work.exception() is not None
         if not work.done():
-            work.cancel()
-        failed = work.cancelled() or work.exception() is not None
+            work.cancel()  # gave up waiting: 451 (a commit that still lands is a duplicate)
         for index, (_, f) in enumerate(live):
             if f.done():
                 continue

@@ -121,3 +121,37 @@ async def test_header_fields_decoded_and_tagged_without_a_full_parse(db: Databas
     assert not may_hold_links(raw)
     assert may_hold_links(b"Subject: x\r\n\r\nsee HTTPS://example.org\r\n")
     assert may_hold_links(b"Content-Transfer-Encoding: base64\r\n\r\naHR0cDovL2V4YW1wbGUub3Jn\r\n")
+
+
+async def test_close_during_a_commit_answers_by_its_outcome(db_url: str) -> None:
+    """Shutting intake down while a batch is committing neither loses it nor says 451 for
+    what was stored: the caller gets its message id once the transaction finished."""
+    import asyncio
+    import sqlite3
+
+    from relay.config import DatabaseConfig
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("a held SQLite write lock is how the commit is kept waiting")
+    db = Database.from_config(DatabaseConfig(url=db_url, busy_timeout=10))
+    try:
+        tenant = await add_tenant(db, "shop")
+        intake = Intake(db, Settings("relay.test"))
+        blocker = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        raw = b"From: news@shop.example\r\nTo: a@example.org\r\n\r\nhi\r\n"
+        submit = asyncio.create_task(intake.submit(tenant, None, "", ["a@example.org"], raw))
+        await asyncio.sleep(0.3)  # the batch is in the writer thread, waiting for the lock
+        assert not submit.done()
+        closing = asyncio.create_task(intake.close())
+        await asyncio.sleep(0.3)
+        assert not closing.done()  # close waits for the transaction under way
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await asyncio.wait_for(closing, 10)
+        accepted = await submit
+        async with db.read() as conn:
+            (row,) = (await conn.execute(select(messages.c.id))).all()
+        assert row.id == accepted.message_id
+    finally:
+        await db.dispose()
