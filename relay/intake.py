@@ -125,9 +125,29 @@ def decoded(name: str, value: str) -> str:
     return str(default_policy.header_factory(name, value))
 
 
+# One mailbox in its common forms, `local@domain` or `Display Name <local@domain>` (a phrase
+# without quotes, comments or list separators): read without the RFC 5322 list parser.
+_SIMPLE_MAILBOX = re.compile(
+    r"[ \t]*(?:[^\"<>,;:()\\@\[\]]*<([!#-'*+./-9=?A-Z^-~-]+@[A-Za-z0-9.-]+)>"
+    r"|([!#-'*+./-9=?A-Z^-~-]+@[A-Za-z0-9.-]+))[ \t]*"
+)
+
+
 def _addresses(values: list[str]) -> set[str]:
     keys: set[str] = set()
-    for _, addr_spec in email.utils.getaddresses(values):
+    complex_values = []
+    for value in values:
+        m = _SIMPLE_MAILBOX.fullmatch(value)
+        if m is None:
+            complex_values.append(value)
+            continue
+        try:
+            keys.add(normalize(m.group(1) or m.group(2)).key)
+        except InvalidAddress:
+            continue
+    if not complex_values:
+        return keys
+    for _, addr_spec in email.utils.getaddresses(complex_values):
         if addr_spec:
             try:
                 keys.add(normalize(addr_spec).key)

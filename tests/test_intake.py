@@ -155,3 +155,42 @@ async def test_close_during_a_commit_answers_by_its_outcome(db_url: str) -> None
         assert row.id == accepted.message_id
     finally:
         await db.dispose()
+
+
+ADDRESS_VALUES = [
+    "ann@example.org",
+    "Ann <ann@Example.ORG>",
+    " J. Smith <j.s+x@ex.com> ",
+    "=?utf-8?q?Gr=C3=BC?= <a@b.example>",
+    "a@b.example, c@d.example",
+    '"Q, X" <q@x.example>',
+    "Ann (c) <a@b.example>",
+    "group: a@b.example;",
+    "Ann <ann@example.org",
+    "x <a@b.example> y",
+    "zoë@example.org",
+    "Zoë <zoe@example.org>",
+    "a..b@example.org",
+    "a@[127.0.0.1]",
+    "a@b.example.",
+    "x@-y.example",
+    "bad",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", ADDRESS_VALUES)
+def test_address_fast_path_agrees_with_the_rfc5322_parser(value: str) -> None:
+    import email.utils
+
+    from relay.addresses import InvalidAddress, normalize
+    from relay.intake import _addresses
+
+    expected = set()
+    for _, addr_spec in email.utils.getaddresses([value]):
+        if addr_spec:
+            try:
+                expected.add(normalize(addr_spec).key)
+            except InvalidAddress:
+                pass
+    assert _addresses([value]) == expected
