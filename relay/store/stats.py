@@ -7,6 +7,7 @@ stats cost the same with a thousand deliveries or a hundred million.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -82,16 +83,21 @@ def bump_many_sync(conn: Connection, counts: Mapping[CounterKey, int]) -> None:
     if not rows:
         return
     # Sorted rows: concurrent writers take row locks in one order, so they cannot deadlock.
-    if conn.dialect.name == "sqlite":
+    stmt = _counters_upsert(conn.dialect.name)
+    conn.execute(stmt, rows)
+
+
+@functools.cache
+def _counters_upsert(dialect: str) -> Any:
+    """Built once: making `excluded`/`inserted` copies the column collection every time."""
+    if dialect == "sqlite":
         ins = sqlite_insert(stat_counters)
-        stmt: Any = ins.on_conflict_do_update(
+        return ins.on_conflict_do_update(
             index_elements=["tenant_id", "campaign_id", "bucket_start", "metric"],
             set_={"count": stat_counters.c.count + ins.excluded.count},
         )
-    else:
-        mins = mysql_insert(stat_counters)
-        stmt = mins.on_duplicate_key_update(count=stat_counters.c.count + mins.inserted.count)
-    conn.execute(stmt, rows)
+    mins = mysql_insert(stat_counters)
+    return mins.on_duplicate_key_update(count=stat_counters.c.count + mins.inserted.count)
 
 
 def _scope(query: Any, tenant_id: int | None, campaign_ids: Iterable[int] | None) -> Any:
