@@ -109,7 +109,47 @@ def _mysql_engine(config: DatabaseConfig, **overrides: Any) -> AsyncEngine:
         "connect_args": {"charset": "utf8mb4", "connect_timeout": 10},
     }
     options.update(overrides)
-    return create_async_engine(config.url, **options)
+    engine = create_async_engine(config.url, **options)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _fast_bytes(dbapi_conn: Any, _record: Any) -> None:
+        driver = getattr(dbapi_conn, "driver_connection", None)
+        if driver is not None and hasattr(driver, "escape"):
+            driver.escape = _escaper(driver.escape)
+
+    return engine
+
+
+# PyMySQL's bytes literal (`escape_bytes_prefixed`) maps every character through a table and
+# drops to its slow path at the first CR or LF, so escaping one 50 KB message (in the event
+# loop, with aiomysql) cost ~2 ms. The same literal from seven `bytes.replace` passes costs
+# ~0.1 ms; tests/store/test_db.py checks it is identical for every byte.
+_BYTE_ESCAPES = (
+    (b"\0", b"\\0"),
+    (b"\n", b"\\n"),
+    (b"\r", b"\\r"),
+    (b"\032", b"\\Z"),
+    (b'"', b'\\"'),
+    (b"'", b"\\'"),
+)
+
+
+def escape_bytes_literal(value: bytes) -> str:
+    """`_binary'…'`, exactly as PyMySQL's `escape_bytes_prefixed` writes it."""
+    escaped = value.replace(b"\\", b"\\\\")  # first: the backslashes added below stay
+    for raw, literal in _BYTE_ESCAPES:
+        if raw in escaped:
+            escaped = escaped.replace(raw, literal)
+    return "_binary'" + escaped.decode("ascii", "surrogateescape") + "'"
+
+
+def _escaper(escape: Callable[[Any], str]) -> Callable[[Any], str]:
+    def fast(obj: Any) -> str:
+        if type(obj) is bytes:
+            return escape_bytes_literal(obj)
+        return escape(obj)
+
+    return fast
 
 
 class Database:
