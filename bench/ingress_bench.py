@@ -101,6 +101,8 @@ def run_case(
     count: int,
     uvloop: bool = False,
     profile: str = "",
+    rate: int = 100,
+    log_level: str = "warning",
 ) -> dict[str, object]:
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     dropped = ""
@@ -117,13 +119,15 @@ def run_case(
         RELAY_SMTP__TRUSTED_NETWORKS='["127.0.0.0/8"]',
         RELAY_SMTP__TRUSTED_TENANT="bench",
         RELAY_SMTP__MAX_CONNECTIONS_PER_IP="1000",
-        RELAY_LOG__LEVEL="warning",
+        RELAY_LOG__LEVEL=log_level,
     )
     command = [sys.executable, "-c", UVLOOP_MAIN] if uvloop else [sys.executable, "-m", "relay"]
     command += ["serve", "--role", "smtp"]
     if profile:
         out = str(Path(profile).resolve())
-        command = ["py-spy", "record", "-o", out, "-f", "raw", "--", *command]
+        venv_spy = Path(sys.executable).parent / "py-spy"  # installed by .[bench]
+        spy = str(venv_spy) if venv_spy.exists() else "py-spy"
+        command = [spy, "record", "-r", str(rate), "-o", out, "-f", "raw", "--", *command]
     proc = subprocess.Popen(
         command,
         env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -161,7 +165,7 @@ def run_case(
         "database": database, "size": size, "sessions": sessions, "recipients": rcpts,
         "messages": count, "seconds": round(elapsed, 3), "msgs_per_s": round(count / elapsed, 1),
         "relay_cpu_ms_per_msg": round(1000 * cpu / count, 2),
-        "peak_rss_mb": round(rss / 1024, 1), "uvloop": uvloop,
+        "peak_rss_mb": round(rss / 1024, 1), "uvloop": uvloop, "log_level": log_level,
     }
 
 
@@ -174,6 +178,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=2000, help="messages per case")
     parser.add_argument("--uvloop", action="store_true", help="run relay on uvloop")
     parser.add_argument("--py-spy", default="", help="record a py-spy profile to this file")
+    parser.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument(
+        "--log-level", default="warning", help="relay's log.level (info: one line per message)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if shutil.which("smtp-source") is None:
@@ -187,7 +195,8 @@ def main() -> int:
     )
     for database, size, sessions, rcpts in grid:
         result = run_case(
-            database, size, sessions, rcpts, args.count, args.uvloop, args.py_spy
+            database, size, sessions, rcpts, args.count, args.uvloop, args.py_spy,
+            args.py_spy_rate, args.log_level,
         )
         if args.json:
             print(json.dumps(result), flush=True)

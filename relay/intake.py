@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import re
 import secrets
 from collections.abc import Callable
@@ -24,9 +25,8 @@ from relay import log
 from relay.addresses import InvalidAddress, normalize
 from relay.errors import RelayError, StoreUnavailable
 from relay.store.db import Database, describe_error, utcnow
-from relay.store.messages import NewMessage, NewRecipient, campaign_for, insert_batch
-from relay.store.suppressions import COUNTER as SUPPRESSIONS
-from relay.store.suppressions import SuppressionCache, read_counter
+from relay.store.messages import NewMessage, NewRecipient, campaign_for, write_batch
+from relay.store.suppressions import SuppressionCache
 from relay.store.tenants import Credential, Tenant
 
 logger = log.get("relay.intake")
@@ -34,6 +34,7 @@ logger = log.get("relay.intake")
 _FIELD = re.compile(r"^([!-9;-~]+)[ \t]*:(.*(?:\r?\n[ \t].*)*)", re.MULTILINE)
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 MAX_BATCH = 200
+SETTLE_S = 30.0  # at shutdown, how long to wait for a commit already under way
 _READ = {"from", "to", "cc", "subject", "message-id"}  # the header fields intake uses
 
 REPLY_SENDER_DOMAIN = "550 5.7.1 {what} domain {domain!r} is not allowed for this account"
@@ -124,9 +125,29 @@ def decoded(name: str, value: str) -> str:
     return str(default_policy.header_factory(name, value))
 
 
+# One mailbox in its common forms, `local@domain` or `Display Name <local@domain>` (a phrase
+# without quotes, comments or list separators): read without the RFC 5322 list parser.
+_SIMPLE_MAILBOX = re.compile(
+    r"[ \t]*(?:[^\"<>,;:()\\@\[\]]*<([!#-'*+./-9=?A-Z^-~-]+@[A-Za-z0-9.-]+)>"
+    r"|([!#-'*+./-9=?A-Z^-~-]+@[A-Za-z0-9.-]+))[ \t]*"
+)
+
+
 def _addresses(values: list[str]) -> set[str]:
     keys: set[str] = set()
-    for _, addr_spec in email.utils.getaddresses(values):
+    complex_values = []
+    for value in values:
+        m = _SIMPLE_MAILBOX.fullmatch(value)
+        if m is None:
+            complex_values.append(value)
+            continue
+        try:
+            keys.add(normalize(m.group(1) or m.group(2)).key)
+        except InvalidAddress:
+            continue
+    if not complex_values:
+        return keys
+    for _, addr_spec in email.utils.getaddresses(complex_values):
         if addr_spec:
             try:
                 keys.add(normalize(addr_spec).key)
@@ -318,16 +339,17 @@ class GroupCommitter:
             live = [(i, f) for i, f in batch if not f.cancelled()]
             if not live:
                 continue
+            items = [i for i, _ in live]
+            body = functools.partial(write_batch, batch=items, cache=self.suppressions)
+            work = asyncio.ensure_future(self.db.run_write(body))
             try:
-                async with self.db.write() as conn:
-                    current = await read_counter(conn, SUPPRESSIONS) == self.suppressions.version
-                    cache = self.suppressions if current else None
-                    ids = await insert_batch(conn, [i for i, _ in live], cache)
+                ids, current = await asyncio.shield(work)
                 self.commits += 1
             except asyncio.CancelledError:
-                for _, f in live:
-                    if not f.done():
-                        f.set_exception(StoreUnavailable("intake is shutting down"))
+                # Shutting down mid-commit: the transaction runs to its end either way, so
+                # wait for it (bounded) and answer each caller by what really happened.
+                await asyncio.wait([work], timeout=SETTLE_S)
+                self._settle(live, work)
                 raise
             except Exception as e:  # noqa: BLE001 - any driver error fails the batch
                 logger.error("intake.commit_failed", error=describe_error(e), batch=len(live))
@@ -340,6 +362,23 @@ class GroupCommitter:
                     f.set_result(message_id)
             if not current:
                 await self._reload_suppressions()
+
+    def _settle(
+        self,
+        live: list[tuple[NewMessage, asyncio.Future[int]]],
+        work: asyncio.Future[tuple[list[int], bool]],
+    ) -> None:
+        """Resolve the callers of a batch whose commit finished while we were cancelled."""
+        failed = not work.done() or work.cancelled() or work.exception() is not None
+        if not work.done():
+            work.cancel()  # gave up waiting: 451 (a commit that still lands is a duplicate)
+        for index, (_, f) in enumerate(live):
+            if f.done():
+                continue
+            if failed:
+                f.set_exception(StoreUnavailable("intake is shutting down"))
+            else:
+                f.set_result(work.result()[0][index])
 
     async def _reload_suppressions(self) -> None:
         try:

@@ -8,6 +8,7 @@ masked and body-like fields are dropped. A leaf: imports nothing from relay.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -34,12 +35,23 @@ def _filter_level(_logger: Any, method: str, event: MutableMapping[str, Any]) ->
     return event
 
 
+@functools.lru_cache(maxsize=1024)
+def _treatment(key: str) -> int:
+    """0: keep the field, 1: mask its value, 2: drop it (decided once per field name)."""
+    lowered = key.lower()
+    if lowered in _BODY_FIELDS:
+        return 2
+    if any(part in lowered for part in _SECRET_PARTS) and not lowered.endswith("_file"):
+        return 1
+    return 0
+
+
 def _scrub(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
     for key in list(event):
-        lowered = key.lower()
-        if lowered in _BODY_FIELDS:
+        treatment = _treatment(key)
+        if treatment == 2:
             del event[key]
-        elif any(part in lowered for part in _SECRET_PARTS) and not lowered.endswith("_file"):
+        elif treatment == 1:
             event[key] = "****"
     return event
 

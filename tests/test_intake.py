@@ -131,3 +131,76 @@ async def test_header_fields_decoded_and_tagged_without_a_full_parse(db: Databas
     assert not may_hold_links(raw)
     assert may_hold_links(b"Subject: x\r\n\r\nsee HTTPS://example.org\r\n")
     assert may_hold_links(b"Content-Transfer-Encoding: base64\r\n\r\naHR0cDovL2V4YW1wbGUub3Jn\r\n")
+
+
+async def test_close_during_a_commit_answers_by_its_outcome(db_url: str) -> None:
+    """Shutting intake down while a batch is committing neither loses it nor says 451 for
+    what was stored: the caller gets its message id once the transaction finished."""
+    import asyncio
+    import sqlite3
+
+    from relay.config import DatabaseConfig
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("a held SQLite write lock is how the commit is kept waiting")
+    db = Database.from_config(DatabaseConfig(url=db_url, busy_timeout=10))
+    try:
+        tenant = await add_tenant(db, "shop")
+        intake = Intake(db, Settings("relay.test"))
+        blocker = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        raw = b"From: news@shop.example\r\nTo: a@example.org\r\n\r\nhi\r\n"
+        submit = asyncio.create_task(intake.submit(tenant, None, "", ["a@example.org"], raw))
+        await asyncio.sleep(0.3)  # the batch is in the writer thread, waiting for the lock
+        assert not submit.done()
+        closing = asyncio.create_task(intake.close())
+        await asyncio.sleep(0.3)
+        assert not closing.done()  # close waits for the transaction under way
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        await asyncio.wait_for(closing, 10)
+        accepted = await submit
+        async with db.read() as conn:
+            (row,) = (await conn.execute(select(messages.c.id))).all()
+        assert row.id == accepted.message_id
+    finally:
+        await db.dispose()
+
+
+ADDRESS_VALUES = [
+    "ann@example.org",
+    "Ann <ann@Example.ORG>",
+    " J. Smith <j.s+x@ex.com> ",
+    "=?utf-8?q?Gr=C3=BC?= <a@b.example>",
+    "a@b.example, c@d.example",
+    '"Q, X" <q@x.example>',
+    "Ann (c) <a@b.example>",
+    "group: a@b.example;",
+    "Ann <ann@example.org",
+    "x <a@b.example> y",
+    "zoë@example.org",
+    "Zoë <zoe@example.org>",
+    "a..b@example.org",
+    "a@[127.0.0.1]",
+    "a@b.example.",
+    "x@-y.example",
+    "bad",
+    "",
+]
+
+
+@pytest.mark.parametrize("value", ADDRESS_VALUES)
+def test_address_fast_path_agrees_with_the_rfc5322_parser(value: str) -> None:
+    import email.utils
+
+    from relay.addresses import InvalidAddress, normalize
+    from relay.intake import _addresses
+
+    expected = set()
+    for _, addr_spec in email.utils.getaddresses([value]):
+        if addr_spec:
+            try:
+                expected.add(normalize(addr_spec).key)
+            except InvalidAddress:
+                pass
+    assert _addresses([value]) == expected

@@ -53,6 +53,7 @@ class Shared:
     in_data: int = 0
     sessions: set[SubmissionSMTP] = field(default_factory=set)
     no_data: asyncio.Event = field(default_factory=asyncio.Event)  # set when in_data == 0
+    trusted_ips: dict[str, bool] = field(default_factory=dict)  # peer IP → in `trusted`
 
 
 @dataclass(slots=True)
@@ -251,11 +252,18 @@ class SubmissionSMTP(FastSMTP):
         return False
 
     def _trusted(self) -> bool:
-        try:
-            ip = ipaddress.ip_address(self.peer_ip)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.shared.trusted)
+        # Remembered per IP: apps connect once per message, from a handful of addresses.
+        known = self.shared.trusted_ips.get(self.peer_ip)
+        if known is None:
+            try:
+                ip = ipaddress.ip_address(self.peer_ip)
+                known = any(ip in net for net in self.shared.trusted)
+            except ValueError:
+                known = False
+            if len(self.shared.trusted_ips) >= 4096:
+                self.shared.trusted_ips.clear()
+            self.shared.trusted_ips[self.peer_ip] = known
+        return known
 
     # -- AUTH ----------------------------------------------------------------------------
     async def smtp_AUTH(self, arg: str) -> None:

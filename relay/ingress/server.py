@@ -133,6 +133,7 @@ def reload(shared: Shared, config: Config) -> None:
     """SIGHUP (relay.reloading): limits and trusted networks apply to the next command."""
     shared.config = config.smtp
     shared.trusted = [ipaddress.ip_network(n, strict=False) for n in config.smtp.trusted_networks]
+    shared.trusted_ips.clear()
 
 
 async def run(config: Config, db: Database, stopping: asyncio.Event) -> None:

@@ -2,7 +2,9 @@
 
 Input: `NewMessage`s prepared by intake (message row values + one row per recipient).
 Output: the new message ids. Side effects: inserts `messages`, `deliveries`, upserts
-`recipients` (counts, first/last seen); campaigns are created on first use.
+`recipients` (counts, first/last seen); campaigns are created on first use. The batch is
+written by synchronous code (`write_batch`, run by `Database.run_write`): on SQLite one thread
+hand-off per batch instead of several per statement.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.store import stats
 from relay.store.db import Database, utcnow
-from relay.store.suppressions import SuppressionCache, suppressed_among
+from relay.store.suppressions import COUNTER as SUPPRESSIONS
+from relay.store.suppressions import SuppressionCache, read_counter_sync, suppressed_among_sync
 from relay.store.tables import campaigns, deliveries, links, messages, recipients, tenants
 
 
@@ -75,6 +79,18 @@ async def campaign_for(db: Database, tenant_id: int, name: str) -> tuple[int, st
         return int(row.id), str(row.state)
 
 
+def write_batch(
+    conn: Connection, batch: Sequence[NewMessage], cache: SuppressionCache
+) -> tuple[list[int], bool]:
+    """The group commit's transaction body: (message ids, whether `cache` was current).
+
+    Reads the suppression change counter in the transaction: unchanged, the in-memory copy
+    answers; changed, the table does (the caller reloads the copy after the commit).
+    """
+    current = read_counter_sync(conn, SUPPRESSIONS) == cache.version
+    return insert_batch_sync(conn, batch, cache if current else None), current
+
+
 async def insert_batch(
     conn: AsyncConnection,
     batch: Sequence[NewMessage],
@@ -85,6 +101,15 @@ async def insert_batch(
     `suppressions`: a refreshed in-memory copy to check recipients against; without one,
     one query per tenant in the batch.
     """
+    return await conn.run_sync(insert_batch_sync, batch, suppressions)
+
+
+def insert_batch_sync(
+    conn: Connection,
+    batch: Sequence[NewMessage],
+    suppressions: SuppressionCache | None = None,
+) -> list[int]:
+    """`insert_batch` on a synchronous connection."""
     now = utcnow()
     delivery_rows: list[dict[str, Any]] = []
     link_rows: list[dict[str, Any]] = []
@@ -94,7 +119,7 @@ async def insert_batch(
         for item in batch:
             if item.check_suppression:
                 wanted.setdefault(item.tenant_id, set()).update(r.key for r in item.recipients)
-        found = {t: await suppressed_among(conn, t, keys, now) for t, keys in wanted.items()}
+        found = {t: suppressed_among_sync(conn, t, keys, now) for t, keys in wanted.items()}
 
         def suppressed(tenant_id: int, key: str) -> bool:
             return key in found.get(tenant_id, ())
@@ -106,7 +131,7 @@ async def insert_batch(
             return cache.reason_for(tenant_id, key, now) is not None
 
     # One multi-row INSERT … RETURNING, in parameter order (SQLAlchemy "insertmanyvalues").
-    result = await conn.execute(
+    result = conn.execute(
         messages.insert().returning(messages.c.id, sort_by_parameter_order=True),
         [item.row for item in batch],
     )
@@ -144,11 +169,11 @@ async def insert_batch(
             counter_key = (item.tenant_id, r.key)
             seen[counter_key] = seen.get(counter_key, 0) + 1
     if delivery_rows:
-        await conn.execute(deliveries.insert(), delivery_rows)
+        conn.execute(deliveries.insert(), delivery_rows)
     if link_rows:
-        await conn.execute(links.insert(), link_rows)
-    await _upsert_recipients(conn, seen, now)
-    await stats.bump_many(conn, _stat_counts(batch, now))
+        conn.execute(links.insert(), link_rows)
+    _upsert_recipients(conn, seen, now)
+    stats.bump_many_sync(conn, _stat_counts(batch, now))
     return ids
 
 
@@ -164,9 +189,7 @@ def _stat_counts(batch: Sequence[NewMessage], now: datetime) -> dict[stats.Count
     return counts
 
 
-async def _upsert_recipients(
-    conn: AsyncConnection, seen: dict[tuple[int, str], int], now: datetime
-) -> None:
+def _upsert_recipients(conn: Connection, seen: dict[tuple[int, str], int], now: datetime) -> None:
     # Sorted so that concurrent batches take row locks in the same order (no deadlocks).
     rows = [
         {
@@ -181,7 +204,7 @@ async def _upsert_recipients(
     ]
     if not rows:
         return
-    await conn.execute(_recipients_upsert(conn.dialect.name), rows)
+    conn.execute(_recipients_upsert(conn.dialect.name), rows)
 
 
 @functools.cache

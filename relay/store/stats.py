@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select, union_all
 from sqlalchemy.dialects.mysql import insert as mysql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.store.tables import stat_counters, stat_rollups
@@ -91,6 +92,11 @@ def rollup_keys(
 async def bump_many(conn: AsyncConnection, counts: Mapping[CounterKey, int]) -> None:
     """Add many counters at once (one executemany upsert per table), in the caller's
     transaction."""
+    await conn.run_sync(bump_many_sync, counts)
+
+
+def bump_many_sync(conn: Connection, counts: Mapping[CounterKey, int]) -> None:
+    """`bump_many` on a synchronous connection (a transaction run by `Database.run_write`)."""
     merged: Counter[tuple[int, int, datetime, str]] = Counter()
     for (tenant_id, campaign_id, at, metric), n in counts.items():
         if metric not in METRICS:
@@ -110,8 +116,8 @@ async def bump_many(conn: AsyncConnection, counts: Mapping[CounterKey, int]) -> 
         return
     # Sorted rows, counters before roll-ups: concurrent writers take row locks in one
     # order, so they cannot deadlock.
-    await conn.execute(_upsert(conn.dialect.name, "counters"), rows)
-    await conn.execute(
+    conn.execute(_upsert(conn.dialect.name, "counters"), rows)
+    conn.execute(
         _upsert(conn.dialect.name, "rollups"),
         [dict(zip(_ROLLUP_COLUMNS, (*key, n), strict=True)) for key, n in sorted(rolled.items())],
     )

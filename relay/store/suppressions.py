@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,11 +39,18 @@ async def suppressed_among(
     conn: AsyncConnection, tenant_id: int, keys: Iterable[str], now: datetime | None = None
 ) -> dict[str, str]:
     """Of these address keys, those suppressed for the tenant (or globally) → reason."""
+    return await conn.run_sync(suppressed_among_sync, tenant_id, keys, now)
+
+
+def suppressed_among_sync(
+    conn: Connection, tenant_id: int, keys: Iterable[str], now: datetime | None = None
+) -> dict[str, str]:
+    """`suppressed_among` on a synchronous connection (a `Database.run_write` transaction)."""
     wanted = sorted(set(keys))
     if not wanted:
         return {}
     now = now or utcnow()
-    rows = await conn.execute(
+    rows = conn.execute(
         select(suppressions.c.email, suppressions.c.reason).where(
             suppressions.c.scope.in_((GLOBAL, tenant_id)),
             suppressions.c.email.in_(wanted),
@@ -153,10 +161,12 @@ async def bump_counter(conn: AsyncConnection, name: str) -> None:
 
 
 async def read_counter(conn: AsyncConnection, name: str) -> int:
-    value = (
-        await conn.execute(select(change_counters.c.value).where(change_counters.c.name == name))
-    ).scalar()
-    return int(value or 0)
+    return await conn.run_sync(read_counter_sync, name)
+
+
+def read_counter_sync(conn: Connection, name: str) -> int:
+    query = select(change_counters.c.value).where(change_counters.c.name == name)
+    return int(conn.execute(query).scalar() or 0)
 
 
 @dataclass(frozen=True, slots=True)
