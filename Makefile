@@ -22,6 +22,7 @@ run: $(STAMP)
 # Install and run the test suite (SQLite and the MariaDB on 127.0.0.1:3306).
 test: $(STAMP)
 	$(BIN)/ruff check relay tests migrations bench
+	$(BIN)/mypy relay
 	$(BIN)/python -m pytest -m "not slow" -q
 
 # Load and soak tests, bounded in count and time.

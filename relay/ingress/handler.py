@@ -380,13 +380,13 @@ class SubmissionSMTP(FastSMTP):
             body, too_big = await self._read_data(limit, self.shared.config.command_timeout)
             problem = replies.TOO_BIG.format(limit=limit) if too_big else self._check_content(body)
             if problem is not None:
-                self._set_post_data_state()
+                self._set_post_data_state()  # type: ignore[no-untyped-call]
                 await self.push(problem)
                 return
             self.envelope.content = body
             self.envelope.original_content = body
             status = await self._call_handler_hook("DATA")
-            self._set_post_data_state()
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
             await self.push(status)
         finally:
             self._reset_timeout()  # back to the idle deadline

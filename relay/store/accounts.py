@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import mysql, sqlite
@@ -78,8 +79,8 @@ async def read_all(db: Database, now: datetime, window_s: float = 3600.0) -> lis
                 )
             )
         )
-        used = {
-            r.subject.removeprefix("account:"): r.count
+        used: dict[str, int] = {
+            r.subject.removeprefix("account:"): r[1]  # r.count is tuple.count to mypy
             for r in await conn.execute(
                 select(usage_counters.c.subject, usage_counters.c.count).where(
                     usage_counters.c.window == "day",
@@ -193,5 +194,5 @@ async def bump_usage(
     await conn.execute(stmt)
 
 
-def _insert(conn: AsyncConnection, table: object):  # type: ignore[no-untyped-def]
+def _insert(conn: AsyncConnection, table: Any) -> Any:
     return (sqlite.insert if conn.dialect.name == "sqlite" else mysql.insert)(table)
