@@ -19,7 +19,12 @@ _hasher = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory pr
 
 
 def generate_password() -> str:
-    return secrets.token_urlsafe(24)
+    """32 URL-safe characters (192 bits) that never start with '-': pasted after a command-line
+    option (swaks --auth-password …), a leading dash would be read as another option."""
+    while True:
+        password = secrets.token_urlsafe(24)
+        if not password.startswith("-"):
+            return password
 
 
 def generate_username() -> str:
