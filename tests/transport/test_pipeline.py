@@ -1,0 +1,180 @@
+"""Mail transactions on real aiosmtpd servers, with and without PIPELINING (RFC 2920): what
+reaches the wire in which chunks, each recipient's reply judged on its own, refusals at
+MAIL, RCPT, DATA and after the message, dot-stuffing, and the reply deadline."""
+
+from __future__ import annotations
+
+import aiosmtplib
+import pytest
+
+from relay.store.db import Database
+from relay.transport import trouble
+from relay.transport.pipeline import Transaction, message_bytes, transact
+from relay.transport.session import Endpoint, Session, SessionCache
+from relay.transport.trouble import Scope
+from tests.peers import RecordingServer
+from tests.test_scheduler import Clock, _deliveries, _queue, scheduler, smarthost_config
+
+BODY = b"From: shop@shop.example\r\nSubject: Hi\r\n\r\nHello\r\n.dot line\r\n"
+MIXED = ["ok1@example.com", "gone@example.com", "busy@example.com", "ok2@example.com"]
+
+
+def _cache(timeout_s: float = 5.0) -> SessionCache:
+    return SessionCache("relay.test", 5.0, timeout_s, 100, 60.0)
+
+
+async def _send(
+    mx: RecordingServer, recipients: list[str], timeout_s: float = 5.0
+) -> tuple[Transaction, Session, SessionCache]:
+    cache = _cache(timeout_s)
+    session = await cache.acquire(Endpoint("127.0.0.1", mx.port))
+    tx = await transact(session.client, "shop@shop.example", recipients, BODY, timeout_s=timeout_s)
+    return tx, session, cache
+
+
+def _transaction_chunks(mx: RecordingServer) -> list[bytes]:
+    """What the server read from MAIL on (after the greeting exchange)."""
+    start = next(i for i, c in enumerate(mx.chunks) if c.startswith(b"MAIL"))
+    return mx.chunks[start:]
+
+
+def _script_mixed(mx: RecordingServer) -> None:
+    mx.script_rcpt("gone@example.com", "550 5.1.1 No such user")
+    mx.script_rcpt("busy@example.com", "452 4.2.2 Mailbox full, try later")
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
+async def test_mixed_recipients_each_judged(pipelining: bool) -> None:
+    async with RecordingServer(pipelining=pipelining) as mx:
+        _script_mixed(mx)
+        tx, session, cache = await _send(mx, MIXED)
+        cache.give_back(Endpoint("127.0.0.1", mx.port), session, ok=True)
+        await cache.close()
+    assert tx.pipelined is pipelining
+    assert [r.code for r in tx.rcpts] == [250, 550, 452, 250]
+    assert tx.delivered and tx.accepted() == [0, 3]
+    judged = trouble.judge(tx)
+    assert [reply.code for reply, _ in judged] == [250, 550, 452, 250]
+    assert [t.scope if t else None for _, t in judged] == [
+        None, Scope.RECIPIENT, Scope.RECIPIENT, None
+    ]  # fmt: skip
+    assert str(judged[1][0]) == "550 5.1.1 No such user"
+    assert [m.rcpt_tos for m in mx.messages] == [["ok1@example.com", "ok2@example.com"]]
+    assert mx.messages[0].data == BODY  # dot-stuffing undone by the server: as sent
+    chunks = _transaction_chunks(mx)
+    if pipelining:  # MAIL, four RCPTs and DATA in one write; then the message
+        assert chunks[0].count(b"\r\n") == 6 and chunks[0].endswith(b"DATA\r\n")
+        assert chunks[1].startswith(b"From: shop") and chunks[1].endswith(b"\r\n.\r\n")
+    else:  # one command per write
+        assert chunks[0].startswith(b"MAIL") and chunks[0].count(b"\r\n") == 1
+        assert [c[:4] for c in chunks[1:6]] == [b"RCPT"] * 4 + [b"DATA"]
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
+async def test_every_recipient_refused_sends_no_message(pipelining: bool) -> None:
+    async with RecordingServer(pipelining=pipelining) as mx:
+        mx.script_rcpt("a@example.com", "550 5.1.1 No such user")
+        mx.script_rcpt("b@example.com", "450 4.2.1 Try later")
+        tx, session, cache = await _send(mx, ["a@example.com", "b@example.com"])
+        assert not tx.delivered and tx.final is None
+        if pipelining:  # DATA went in the same group; aiosmtpd refuses it
+            assert tx.data is not None and tx.data.code == 503
+        else:
+            assert tx.data is None
+        judged = trouble.judge(tx)
+        assert [(r.code, t.scope if t else None) for r, t in judged] == [
+            (550, Scope.RECIPIENT), (450, Scope.RECIPIENT)
+        ]  # fmt: skip
+        endpoint = Endpoint("127.0.0.1", mx.port)
+        cache.give_back(endpoint, session, ok=False)  # dirty: RSET, then the same session
+        again = await cache.acquire(endpoint)
+        assert again is session
+        tx = await transact(again.client, "s@shop.example", ["c@example.com"], BODY, timeout_s=5)
+        assert tx.delivered
+        await cache.close()
+    assert [m.rcpt_tos for m in mx.messages] == [["c@example.com"]]
+    assert mx.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "code", "scope"),
+    [
+        ("451 4.3.0 Queue trouble", 451, Scope.MESSAGE),
+        ("554 5.6.0 Content rejected", 554, Scope.MESSAGE),
+        ("421 4.3.2 Going down", 421, Scope.SITE),
+    ],
+)
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
+async def test_refusal_after_the_message(
+    pipelining: bool, reply: str, code: int, scope: Scope
+) -> None:
+    async with RecordingServer(pipelining=pipelining) as mx:
+        mx.script_data(reply)
+        tx, session, cache = await _send(mx, ["a@example.com", "b@example.com"])
+        await cache.close()
+    assert tx.data is not None and tx.data.code == 354
+    assert tx.final is not None and tx.final.code == code and not tx.delivered
+    judged = trouble.judge(tx)
+    assert [(r.code, t.scope if t else None) for r, t in judged] == [(code, scope)] * 2
+    assert mx.messages == []
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
+async def test_refused_sender_concerns_the_message(pipelining: bool) -> None:
+    async with RecordingServer(pipelining=pipelining) as mx:
+        mx.script_mail("553 5.7.1 Sender not allowed")
+        tx, session, cache = await _send(mx, ["a@example.com"])
+        await cache.close()
+    assert tx.mail.code == 553 and tx.final is None
+    [(reply, found)] = trouble.judge(tx)
+    assert str(reply) == "553 5.7.1 Sender not allowed"
+    assert found is not None and found.scope is Scope.MESSAGE
+    assert mx.messages == []
+
+
+async def test_a_stalled_server_misses_the_deadline() -> None:
+    async with RecordingServer(pipelining=True) as mx:
+        mx.data_delay_s = 2.0
+        with pytest.raises(aiosmtplib.SMTPReadTimeoutError):
+            await _send(mx, ["a@example.com"], timeout_s=0.5)
+
+
+async def test_dropped_connection_is_site_trouble() -> None:
+    async with RecordingServer(pipelining=True) as mx:
+        mx.script_data("DROP")
+        with pytest.raises(aiosmtplib.SMTPException) as raised:
+            await _send(mx, ["a@example.com"])
+    assert trouble.from_exception(raised.value).scope is Scope.SITE
+
+
+def test_message_bytes_stuffs_dots_and_ends_the_data() -> None:
+    assert message_bytes(b"a\n.b\r\n..c") == b"a\r\n..b\r\n...c\r\n.\r\n"
+    assert message_bytes(b".\r\n") == b"..\r\n.\r\n"
+
+
+async def test_control_characters_in_an_address_are_refused_before_sending() -> None:
+    async with RecordingServer(pipelining=True) as mx:
+        with pytest.raises(ValueError, match="cannot be sent"):
+            await _send(mx, ["a@example.com\r\nRCPT TO:<x@evil.example>"])
+    assert not any(c.startswith(b"MAIL") for c in mx.chunks)
+
+
+async def test_scheduler_pipelines_through_the_pool(db: Database) -> None:
+    """Deliveries over one pipelined session: each outcome from its own replies."""
+    await _queue(db, "ok1@example.com", "gone@example.com", "busy@example.com", "ok2@example.com")
+    async with RecordingServer(pipelining=True) as mx:
+        _script_mixed(mx)
+        s = scheduler(smarthost_config(mx.port, workers=1), db, Clock())
+        await s.run_until_idle()
+        await s.transport.close()
+    rows_ = await _deliveries(db)
+    assert {k: r.state for k, r in rows_.items()} == {
+        "ok1@example.com": "delivered",
+        "gone@example.com": "bounced",
+        "busy@example.com": "deferred",
+        "ok2@example.com": "delivered",
+    }
+    assert rows_["gone@example.com"].last_reply == "550 5.1.1 No such user"
+    assert mx.connections == 1
+    groups = [c for c in mx.chunks if c.startswith(b"MAIL")]
+    assert len(groups) == 4 and all(c.endswith(b"DATA\r\n") for c in groups)
