@@ -16,6 +16,7 @@ import asyncio
 import re
 from collections import deque
 from dataclasses import dataclass
+from typing import cast
 
 import aiosmtplib
 
@@ -152,9 +153,10 @@ async def transact(
     """Run one transaction; pipelined when the server offers PIPELINING."""
     if client.is_ehlo_or_helo_needed:
         await client.ehlo(timeout=timeout_s)
-    transport = client.transport
-    if not isinstance(transport, asyncio.WriteTransport) or transport.is_closing():
+    # uvloop's transports are not asyncio.WriteTransport subclasses: check, then cast.
+    if client.transport is None or client.transport.is_closing():
         raise aiosmtplib.SMTPServerDisconnected("not connected")
+    transport = cast(asyncio.WriteTransport, client.transport)
     options = list(mail_options or [])
     encoding = "utf-8" if any(o.upper() == "SMTPUTF8" for o in options) else "ascii"
     body = message_bytes(data)

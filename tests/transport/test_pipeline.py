@@ -4,6 +4,8 @@ MAIL, RCPT, DATA and after the message, dot-stuffing, and the reply deadline."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiosmtplib
 import pytest
 
@@ -178,3 +180,24 @@ async def test_scheduler_pipelines_through_the_pool(db: Database) -> None:
     assert mx.connections == 1
     groups = [c for c in mx.chunks if c.startswith(b"MAIL")]
     assert len(groups) == 4 and all(c.endswith(b"DATA\r\n") for c in groups)
+
+
+def test_pipelining_under_uvloop() -> None:
+    """`relay serve` runs on uvloop, whose transports are not asyncio's classes."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> Transaction:
+        async with RecordingServer(pipelining=True) as mx:
+            _script_mixed(mx)
+            tx, session, cache = await _send(mx, MIXED)
+            again = await transact(
+                session.client, "s@shop.example", ["c@x.example"], BODY, timeout_s=5
+            )
+            assert again.delivered
+            await cache.close()
+        assert len(mx.messages) == 2
+        return tx
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        tx = runner.run(main())
+    assert tx.pipelined and [r.code for r in tx.rcpts] == [250, 550, 452, 250]
