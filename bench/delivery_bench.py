@@ -162,10 +162,21 @@ async def drain_in_process(config: Config, profile: str) -> None:
         await db.dispose()
 
 
+def schedstat(pid: int | str) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a process's main thread
+    so far, from /proc/PID/schedstat: the second is CPU contention, not our own waiting."""
+    try:
+        run_ns, wait_ns, _slices = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except OSError:
+        return (0.0, 0.0)
+    return (int(run_ns) / 1e9, int(wait_ns) / 1e9)
+
+
 async def drain_processes(
-    config_path: Path, url: str, count: int, processes: int
+    config_path: Path, url: str, count: int, processes: int, sched: list[tuple[float, float]]
 ) -> list[float]:
-    """Run N `relay serve --role delivery` until `count` are delivered; each one's CPU s."""
+    """Run N `relay serve --role delivery` until `count` are delivered; each one's CPU s.
+    `sched` gets each one's (on-CPU s, waiting-for-a-CPU s) from start to the last delivery."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     procs = [
         subprocess.Popen(  # noqa: ASYNC220 - started once, before timing matters
@@ -182,6 +193,7 @@ async def drain_processes(
             if any(p.poll() is not None for p in procs):
                 raise SystemExit("a delivery process exited early")
             await asyncio.sleep(0.25)  # the count itself costs the database some work
+        sched.extend(schedstat(p.pid) for p in procs)
     finally:
         await db.dispose()
         for p in procs:
@@ -303,12 +315,16 @@ def main() -> None:
         cpu_before = _cpu_s()
         started = time.monotonic()
         per_process: list[float] = []
+        sched: list[tuple[float, float]] = []
         if args.processes:
-            per_process = asyncio.run(drain_processes(path, url, args.count, args.processes))
+            per_process = asyncio.run(drain_processes(path, url, args.count, args.processes, sched))
         else:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the log lines go nowhere
             log.setup(level=args.log_level, fmt="json")
+            before = schedstat("self")
             asyncio.run(drain_in_process(config, args.profile))
+            after = schedstat("self")
+            sched.append((after[0] - before[0], after[1] - before[1]))
         elapsed = time.monotonic() - started
         cpu = _cpu_s() - cpu_before  # the relay's own CPU (children: the `serve` processes)
         load_after = os.getloadavg()[0]
@@ -345,6 +361,12 @@ def main() -> None:
         "pipelining": args.pipelining,
         "cpu_s_per_process": per_process,
         "cpu_share_per_process": [round(c / elapsed, 2) for c in per_process],
+        # Share of the drain each process (main thread) spent on a CPU / runnable but
+        # waiting for one (CPU contention) / asleep (waiting on the database, the sink).
+        "on_cpu_wait_cpu_asleep": [
+            [round(r / elapsed, 2), round(w / elapsed, 2), round(1 - (r + w) / elapsed, 2)]
+            for r, w in sched
+        ],
     }
     if url.startswith("mysql"):
         result["lock_waits"] = {k: locks_after[k] - locks_before.get(k, 0) for k in locks_after}
