@@ -1,4 +1,4 @@
-"""`relay queue list|show|retry|delete` and `relay history`: the operator's view of the queue."""
+"""`relay queue list|show|retry|release|delete` and `relay history`: the view of the queue."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from relay.cli._args import command, group
 from relay.cli._context import Context
 from relay.cli._output import emit, emit_one, print_json, print_table
+from relay.errors import ConfigError
 from relay.model import DeliveryState
 from relay.store import queue as store
 
@@ -44,6 +45,16 @@ def register(sub: Any) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("id", type=int, nargs="?", help="the message id")
     which.add_argument("--all-deferred", action="store_true", help="every deferred delivery")
+    p = command(
+        q,
+        "release",
+        queue_release,
+        "send held deliveries (tenant or credential on hold): one message or in bulk",
+        json=True,
+    )
+    p.add_argument("id", type=int, nargs="?", help="the message id")
+    p.add_argument("--tenant", help="every held delivery of this tenant")
+    p.add_argument("--credential", help="every held delivery sent with this SMTP login")
     p = command(
         q,
         "delete",
@@ -109,6 +120,15 @@ async def queue_retry(args: argparse.Namespace, ctx: Context) -> int:
     async with ctx.database() as db:
         count = await store.retry(db, args.id, all_deferred=args.all_deferred)
     emit_one({"requeued": count}, args.json, [f"{count} delivery(ies) due now"])
+    return 0
+
+
+async def queue_release(args: argparse.Namespace, ctx: Context) -> int:
+    if args.id is None and args.tenant is None and args.credential is None:
+        raise ConfigError("queue release", "give a message id, --tenant or --credential")
+    async with ctx.database() as db:
+        count = await store.release_held(db, args.id, args.tenant, args.credential)
+    emit_one({"released": count}, args.json, [f"{count} held delivery(ies) released, due now"])
     return 0
 
 
