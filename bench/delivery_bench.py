@@ -173,10 +173,16 @@ def schedstat(pid: int | str) -> tuple[float, float]:
 
 
 async def drain_processes(
-    config_path: Path, url: str, count: int, processes: int, sched: list[tuple[float, float]]
+    config_path: Path,
+    url: str,
+    count: int,
+    processes: int,
+    sched: list[tuple[float, float]],
+    startup: list[tuple[float, float]],
 ) -> list[float]:
     """Run N `relay serve --role delivery` until `count` are delivered; each one's CPU s.
-    `sched` gets each one's (on-CPU s, waiting-for-a-CPU s) from start to the last delivery."""
+    `sched` gets each one's (on-CPU s, waiting-for-a-CPU s) from start to the last delivery,
+    `startup` the same up to the first delivery seen."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     procs = [
         subprocess.Popen(  # noqa: ASYNC220 - started once, before timing matters
@@ -188,10 +194,14 @@ async def drain_processes(
         for _ in range(processes)
     ]
     db = Database.from_config(DatabaseConfig(url=url))
+    started: list[tuple[float, float]] = []
     try:
-        while (await queue.state_counts(db)).get("delivered", 0) < count:  # noqa: ASYNC110
+        while (done := (await queue.state_counts(db)).get("delivered", 0)) < count:
             if any(p.poll() is not None for p in procs):
                 raise SystemExit("a delivery process exited early")
+            if done and not started:  # start-up (imports, migrations check) is behind them
+                started = [schedstat(p.pid) for p in procs]
+                startup.extend(started)
             await asyncio.sleep(0.25)  # the count itself costs the database some work
         sched.extend(schedstat(p.pid) for p in procs)
     finally:
@@ -316,8 +326,11 @@ def main() -> None:
         started = time.monotonic()
         per_process: list[float] = []
         sched: list[tuple[float, float]] = []
+        startup: list[tuple[float, float]] = []
         if args.processes:
-            per_process = asyncio.run(drain_processes(path, url, args.count, args.processes, sched))
+            per_process = asyncio.run(
+                drain_processes(path, url, args.count, args.processes, sched, startup)
+            )
         else:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the log lines go nowhere
             log.setup(level=args.log_level, fmt="json")
@@ -368,6 +381,10 @@ def main() -> None:
             for r, w in sched
         ],
     }
+    if startup:  # CPU each `serve` used before the first delivery (start-up), excluded here
+        drain_cpu = sum(r - s for (r, _), (s, _) in zip(sched, startup, strict=True))
+        result["startup_cpu_s"] = [round(s, 2) for s, _ in startup]
+        result["msgs_per_drain_cpu_s"] = round(args.count / drain_cpu, 1) if drain_cpu else None
     if url.startswith("mysql"):
         result["lock_waits"] = {k: locks_after[k] - locks_before.get(k, 0) for k in locks_after}
         if server_before is not None and server_after is not None:
