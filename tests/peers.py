@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -134,7 +135,12 @@ class RecordingServer:
     """An aiosmtpd server in its own thread that records every message it accepts."""
 
     def __init__(
-        self, hostname: str = "127.0.0.1", *, pipelining: bool = False, **smtp_kwargs: Any
+        self,
+        hostname: str = "127.0.0.1",
+        *,
+        pipelining: bool = False,
+        ssl_context: ssl.SSLContext | None = None,  # implicit TLS (tls_context: STARTTLS)
+        **smtp_kwargs: Any,
     ) -> None:
         self.pipelining = pipelining
         self.chunks: list[bytes] = []  # as read from the network, in order
@@ -146,7 +152,9 @@ class RecordingServer:
         self.connections = 0
         self.arrived = asyncio.Event()
         smtp_kwargs.setdefault("enable_SMTPUTF8", True)
-        self._controller = _Controller(self, hostname=hostname, port=0, server_kwargs=smtp_kwargs)
+        self._controller = _Controller(
+            self, hostname=hostname, port=0, ssl_context=ssl_context, server_kwargs=smtp_kwargs
+        )
 
     @property
     def port(self) -> int:

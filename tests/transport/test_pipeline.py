@@ -5,9 +5,12 @@ MAIL, RCPT, DATA and after the message, dot-stuffing, and the reply deadline."""
 from __future__ import annotations
 
 import asyncio
+import ssl
+from pathlib import Path
 
 import aiosmtplib
 import pytest
+import trustme
 
 from relay.store.db import Database
 from relay.transport import trouble
@@ -201,3 +204,50 @@ def test_pipelining_under_uvloop() -> None:
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         tx = runner.run(main())
     assert tx.pipelined and [r.code for r in tx.rcpts] == [250, 550, 452, 250]
+
+
+@pytest.fixture
+def ca(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> trustme.CA:
+    """A test CA the client trusts (OpenSSL reads SSL_CERT_FILE when a context is made)."""
+    authority = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    return authority
+
+
+def _server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+@pytest.mark.parametrize("mode", ["starttls", "opportunistic", "implicit"])
+async def test_pipelining_over_tls(ca: trustme.CA, mode: str) -> None:
+    """The reader is swapped onto the TLS transport too (STARTTLS upgraded or implicit)."""
+    context = _server_context(ca)
+    if mode == "implicit":
+        server = RecordingServer(pipelining=True, ssl_context=context)
+    else:
+        server = RecordingServer(pipelining=True, tls_context=context, require_starttls=True)
+    async with server as mx:
+        _script_mixed(mx)
+        cache = _cache()
+        endpoint = Endpoint("127.0.0.1", mx.port, mode)
+        session = await cache.acquire(endpoint)
+        assert session.client.get_transport_info("sslcontext") is not None
+        tx = await transact(session.client, "s@shop.example", MIXED, BODY, timeout_s=5)
+        cache.give_back(endpoint, session, ok=True)
+        again = await cache.acquire(endpoint)
+        assert again is session  # still usable after the swapped reader gave it back
+        assert (
+            await transact(again.client, "s@shop.example", ["c@x.example"], BODY, timeout_s=5)
+        ).delivered
+        cache.give_back(endpoint, again, ok=True)
+        await cache.close()
+    assert tx.pipelined and [r.code for r in tx.rcpts] == [250, 550, 452, 250]
+    assert [m.rcpt_tos for m in mx.messages] == [
+        ["ok1@example.com", "ok2@example.com"],
+        ["c@x.example"],
+    ]
+    assert len({m.peer for m in mx.messages}) == 1  # one connection (same client port)
