@@ -38,6 +38,7 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class Transaction:
+    recipients: int  # how many RCPT TO the transaction had
     mail: Reply
     rcpts: tuple[Reply, ...]  # one per recipient, in order; empty when MAIL was refused
     data: Reply | None  # the reply to DATA (354 expected); None when not sent
@@ -191,13 +192,15 @@ async def _pipelined(
 ) -> Transaction:
     # RFC 2920: MAIL, every RCPT and DATA in one group; the replies come back in order.
     transport.write(b"".join(commands))
+    n = len(commands) - 2
     mail = await reader.next(timeout_s)
-    rcpts = tuple([await reader.next(timeout_s) for _ in commands[1:-1]])
+    rcpts = tuple([await reader.next(timeout_s) for _ in range(n)])
     data = await reader.next(timeout_s)
-    if not mail.ok:
-        return Transaction(mail, (), data, None, True)
+    if not mail.ok:  # the RCPT replies say only "need MAIL"; a 354 still needs its '.'
+        await _send_body(transport, reader, (), data, body, timeout_s)
+        return Transaction(n, mail, (), data, None, True)
     final = await _send_body(transport, reader, rcpts, data, body, timeout_s)
-    return Transaction(mail, rcpts, data, final, True)
+    return Transaction(n, mail, rcpts, data, final, True)
 
 
 async def _lockstep(
@@ -207,20 +210,21 @@ async def _lockstep(
     body: bytes,
     timeout_s: float,
 ) -> Transaction:
+    n = len(commands) - 2
     transport.write(commands[0])
     mail = await reader.next(timeout_s)
     if not mail.ok:
-        return Transaction(mail, (), None, None, False)
+        return Transaction(n, mail, (), None, None, False)
     rcpts: list[Reply] = []
     for command in commands[1:-1]:
         transport.write(command)
         rcpts.append(await reader.next(timeout_s))
     if not any(200 <= r.code < 300 for r in rcpts):
-        return Transaction(mail, tuple(rcpts), None, None, False)
+        return Transaction(n, mail, tuple(rcpts), None, None, False)
     transport.write(commands[-1])
     data = await reader.next(timeout_s)
     final = await _send_body(transport, reader, rcpts, data, body, timeout_s)
-    return Transaction(mail, tuple(rcpts), data, final, False)
+    return Transaction(n, mail, tuple(rcpts), data, final, False)
 
 
 async def _send_body(
@@ -234,8 +238,8 @@ async def _send_body(
     if data.code != 354:
         return None
     if not any(200 <= r.code < 300 for r in rcpts):
-        # RFC 2920 3.1: DATA was accepted though no recipient was; end it with an empty
-        # message (servers refuse it: no valid recipients) and send nothing.
+        # RFC 2920 3.1: DATA was accepted though no recipient (or no MAIL) was; end it with
+        # an empty message (servers refuse it: no valid recipients) and send nothing.
         transport.write(b".\r\n")
         await reader.next(timeout_s)
         return None

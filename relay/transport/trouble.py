@@ -66,7 +66,7 @@ def judge(tx: Transaction) -> list[tuple[SmtpReply, Trouble | None]]:
     """
     if not tx.mail.ok:
         shared = _scoped(tx.mail, Scope.MESSAGE)
-        return [(shared.reply, shared)] * max(len(tx.rcpts), 1)
+        return [(shared.reply, shared)] * tx.recipients
     after: Reply | None = tx.final if tx.final is not None else tx.data
     judged: list[tuple[SmtpReply, Trouble | None]] = []
     for rcpt in tx.rcpts:

@@ -128,13 +128,19 @@ async def test_refusal_after_the_message(
 async def test_refused_sender_concerns_the_message(pipelining: bool) -> None:
     async with RecordingServer(pipelining=pipelining) as mx:
         mx.script_mail("553 5.7.1 Sender not allowed")
-        tx, session, cache = await _send(mx, ["a@example.com"])
+        tx, session, cache = await _send(mx, ["a@example.com", "b@example.com"])
+        endpoint = Endpoint("127.0.0.1", mx.port)
+        cache.give_back(endpoint, session, ok=False)
+        again = await cache.acquire(endpoint)  # RSET: the session is in step again
+        assert (
+            await transact(again.client, "s@shop.example", ["c@x.example"], BODY, timeout_s=5)
+        ).delivered
         await cache.close()
     assert tx.mail.code == 553 and tx.final is None
-    [(reply, found)] = trouble.judge(tx)
-    assert str(reply) == "553 5.7.1 Sender not allowed"
-    assert found is not None and found.scope is Scope.MESSAGE
-    assert mx.messages == []
+    judged = trouble.judge(tx)
+    assert [str(reply) for reply, _ in judged] == ["553 5.7.1 Sender not allowed"] * 2
+    assert all(found is not None and found.scope is Scope.MESSAGE for _, found in judged)
+    assert [m.rcpt_tos for m in mx.messages] == [["c@x.example"]]
 
 
 async def test_a_stalled_server_misses_the_deadline() -> None:
