@@ -132,11 +132,12 @@ async def fill(url: str, count: int, size: int, per_message: int, config: Config
         await db.dispose()
 
 
-def start_sink(port: int) -> subprocess.Popen[bytes] | None:
+def start_sink(port: int, pipelining: bool) -> subprocess.Popen[bytes] | None:
     if not os.path.exists(SMTP_SINK):
         return None
+    no_pipelining = [] if pipelining else ["-p"]  # -p: do not announce PIPELINING
     return subprocess.Popen(
-        [SMTP_SINK, "-u", "root", f"127.0.0.1:{port}", "1000"],
+        [SMTP_SINK, "-u", "root", *no_pipelining, f"127.0.0.1:{port}", "1000"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -161,7 +162,27 @@ async def drain_in_process(config: Config, profile: str) -> None:
         await db.dispose()
 
 
-async def drain_processes(config_path: Path, url: str, count: int, processes: int) -> None:
+def schedstat(pid: int | str) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of a process's main thread
+    so far, from /proc/PID/schedstat: the second is CPU contention, not our own waiting."""
+    try:
+        run_ns, wait_ns, _slices = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except OSError:
+        return (0.0, 0.0)
+    return (int(run_ns) / 1e9, int(wait_ns) / 1e9)
+
+
+async def drain_processes(
+    config_path: Path,
+    url: str,
+    count: int,
+    processes: int,
+    sched: list[tuple[float, float]],
+    startup: list[tuple[float, float]],
+) -> list[float]:
+    """Run N `relay serve --role delivery` until `count` are delivered; each one's CPU s.
+    `sched` gets each one's (on-CPU s, waiting-for-a-CPU s) from start to the last delivery,
+    `startup` the same up to the first delivery seen."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     procs = [
         subprocess.Popen(  # noqa: ASYNC220 - started once, before timing matters
@@ -173,17 +194,54 @@ async def drain_processes(config_path: Path, url: str, count: int, processes: in
         for _ in range(processes)
     ]
     db = Database.from_config(DatabaseConfig(url=url))
+    started: list[tuple[float, float]] = []
     try:
-        while (await queue.state_counts(db)).get("delivered", 0) < count:  # noqa: ASYNC110
+        while (done := (await queue.state_counts(db)).get("delivered", 0)) < count:
             if any(p.poll() is not None for p in procs):
                 raise SystemExit("a delivery process exited early")
+            if done and not started:  # start-up (imports, migrations check) is behind them
+                started = [schedstat(p.pid) for p in procs]
+                startup.extend(started)
             await asyncio.sleep(0.25)  # the count itself costs the database some work
+        sched.extend(schedstat(p.pid) for p in procs)
     finally:
         await db.dispose()
         for p in procs:
             p.send_signal(signal.SIGTERM)
+        cpu: list[float] = []
         for p in procs:
-            p.wait(timeout=60)
+            _pid, _status, usage = os.wait4(p.pid, 0)  # noqa: ASYNC222 - they are stopping
+            p.returncode = 0  # reaped here, so Popen does not wait again
+            cpu.append(round(usage.ru_utime + usage.ru_stime, 2))
+    return cpu
+
+
+_LOCK_STATUS = ("Innodb_row_lock_waits", "Innodb_row_lock_time", "Innodb_deadlocks")
+
+
+async def lock_counters(url: str) -> dict[str, int]:
+    """MariaDB's row-lock waits, total wait ms and deadlocks so far (empty on SQLite)."""
+    if not url.startswith("mysql"):
+        return {}
+    from sqlalchemy import text
+
+    db = Database.from_config(DatabaseConfig(url=url))
+    try:
+        async with db.read() as conn:
+            found = await conn.execute(text("SHOW GLOBAL STATUS LIKE 'Innodb_%'"))
+            return {name: int(value) for name, value in found if name in _LOCK_STATUS}
+    finally:
+        await db.dispose()
+
+
+def server_cpu_s() -> float | None:
+    """CPU seconds of the local mariadbd so far (None when there is none to see)."""
+    for name in ("mariadbd", "mysqld"):
+        found = subprocess.run(["pidof", name], capture_output=True, text=True).stdout.split()
+        if found:
+            fields = Path(f"/proc/{found[0]}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
 
 
 def write_config(tmp: Path, args: argparse.Namespace, url: str) -> Path:
@@ -232,6 +290,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=200)
     ap.add_argument("--no-tracking", dest="tracking", action="store_false")
+    ap.add_argument(
+        "--no-pipelining",
+        dest="pipelining",
+        action="store_false",
+        help="the sink does not announce PIPELINING (one command per round trip)",
+    )
     ap.add_argument("--dkim", choices=["rsa", "ed25519"], default="")
     ap.add_argument("--log-level", default="info", help="of the delivery processes")
     ap.add_argument("--profile", default="", help="cProfile output file (in-process only)")
@@ -246,7 +310,7 @@ def main() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     tmp = Path(tempfile.mkdtemp(prefix="relay-bench-"))
     url = args.db or f"sqlite+aiosqlite:///{tmp}/bench.db"
-    sink = start_sink(args.port)
+    sink = start_sink(args.port, args.pipelining)
     if sink is None:
         sys.exit(f"{SMTP_SINK} not found: install postfix (it provides smtp-sink)")
     stdout = sys.stdout
@@ -255,16 +319,30 @@ def main() -> None:
         path = write_config(tmp, args, url)
         config = config_module.load(str(path), env={})
         asyncio.run(fill(url, args.count, args.size, args.per_message, config))
+        locks_before = asyncio.run(lock_counters(url))
+        server_before = server_cpu_s()
+        load_before = os.getloadavg()[0]
         cpu_before = _cpu_s()
         started = time.monotonic()
+        per_process: list[float] = []
+        sched: list[tuple[float, float]] = []
+        startup: list[tuple[float, float]] = []
         if args.processes:
-            asyncio.run(drain_processes(path, url, args.count, args.processes))
+            per_process = asyncio.run(
+                drain_processes(path, url, args.count, args.processes, sched, startup)
+            )
         else:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the log lines go nowhere
             log.setup(level=args.log_level, fmt="json")
+            before = schedstat("self")
             asyncio.run(drain_in_process(config, args.profile))
+            after = schedstat("self")
+            sched.append((after[0] - before[0], after[1] - before[1]))
         elapsed = time.monotonic() - started
         cpu = _cpu_s() - cpu_before  # the relay's own CPU (children: the `serve` processes)
+        load_after = os.getloadavg()[0]
+        server_after = server_cpu_s()
+        locks_after = asyncio.run(lock_counters(url))
     finally:
         sys.stdout = stdout
         sink.terminate()
@@ -292,8 +370,25 @@ def main() -> None:
         "msgs_per_cpu_s": round(args.count / cpu, 1) if cpu else None,
         "tracking": args.tracking,
         "dkim": args.dkim or False,
-        "load_1m": round(os.getloadavg()[0], 1),
+        "load_1m": [round(load_before, 1), round(load_after, 1)],
+        "pipelining": args.pipelining,
+        "cpu_s_per_process": per_process,
+        "cpu_share_per_process": [round(c / elapsed, 2) for c in per_process],
+        # Share of the drain each process (main thread) spent on a CPU / runnable but
+        # waiting for one (CPU contention) / asleep (waiting on the database, the sink).
+        "on_cpu_wait_cpu_asleep": [
+            [round(r / elapsed, 2), round(w / elapsed, 2), round(1 - (r + w) / elapsed, 2)]
+            for r, w in sched
+        ],
     }
+    if startup:  # CPU each `serve` used before the first delivery (start-up), excluded here
+        drain_cpu = sum(r - s for (r, _), (s, _) in zip(sched, startup, strict=True))
+        result["startup_cpu_s"] = [round(s, 2) for s, _ in startup]
+        result["msgs_per_drain_cpu_s"] = round(args.count / drain_cpu, 1) if drain_cpu else None
+    if url.startswith("mysql"):
+        result["lock_waits"] = {k: locks_after[k] - locks_before.get(k, 0) for k in locks_after}
+        if server_before is not None and server_after is not None:
+            result["mariadb_cpu_s"] = round(server_after - server_before, 2)
     print(json.dumps(result))
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)

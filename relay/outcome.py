@@ -349,12 +349,6 @@ class _Batch:
     async def write(self, conn: AsyncConnection) -> None:
         now = self.now
         await queue.complete(conn, self.updates, self.attempts, self.counters, self.events)
-        # Shared between nodes: daily limits, warm-up and the hard-bounce rate read these.
-        accounts_ = sorted({a for a, _ in self.usage})
-        for account in accounts_:
-            sent = self.usage[(account, False)] + self.usage[(account, True)]
-            bounced = self.usage[(account, True)]
-            await record_use(conn, account, now, sent, bounced)
         policy = self.policy
         for delivery, outcome in self.bounced:
             await suppressions.add(
@@ -381,10 +375,18 @@ class _Batch:
                         source=f"delivery {delivery.id}: {found} soft failures",
                         expires_at=suppressions.expiry(policy.soft_bounce_ttl_s, now),
                     )
-        # Maintained counters for the stats API, and webhooks, in the same transaction.
-        await stats.bump_many(conn, self.metrics)
         if self.webhooks:
             await webhooks.enqueue_many(conn, self.webhooks, at=now)
+        # Last, right before the commit: rows every delivery process updates (this minute's
+        # and today's account usage, this hour's stats counters). Their row locks are held
+        # until the commit, so any statement after them would make other nodes wait longer.
+        # Same order in every process (accounts sorted, then stats sorted): no deadlock.
+        # Shared between nodes: daily limits, warm-up and the hard-bounce rate read these.
+        for account in sorted({a for a, _ in self.usage}):
+            sent = self.usage[(account, False)] + self.usage[(account, True)]
+            bounced = self.usage[(account, True)]
+            await record_use(conn, account, now, sent, bounced)
+        await stats.bump_many(conn, self.metrics)  # the stats API's maintained counters
 
 
 def _cause(outcome: Outcome, decision: Decision) -> str:

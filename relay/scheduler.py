@@ -178,21 +178,53 @@ class Scheduler:
         self._open.update(d.id for d in leased)
         self._lease_until.update((d.id, until) for d in leased)
         self._raw_users.update(d.message_id for d in leased)
-        missing = {d.message_id for d in leased} - self._raw.keys()
-        stored = await queue.load_messages(self.db, missing)
-        self._raw.update((i, m.raw) for i, m in stored.items())
-        prime = getattr(self.render, "prime", None)
-        if prime is not None:
-            prime({i: m.inputs for i, m in stored.items()})
-        if self.limits.enabled:  # over a tenant's limit: back to the queue, no attempt
-            leased, waiting = await self.limits.admit(leased, self.clock())
-            self._results.extend(waiting)
+        try:
+            missing = {d.message_id for d in leased} - self._raw.keys()
+            stored = await queue.load_messages(self.db, missing)
+            self._raw.update((i, m.raw) for i, m in stored.items())
+            prime = getattr(self.render, "prime", None)
+            if prime is not None:
+                prime({i: m.inputs for i, m in stored.items()})
+            waiting: list[tuple[Delivery, Outcome]] = []
+            if self.limits.enabled:  # over a tenant's limit: back to the queue, no attempt
+                leased, waiting = await self.limits.admit(leased, self.clock())
+        except BaseException:
+            await self._unlease(leased)  # nothing attempted: give them back (or let expire)
+            raise
+        self._results.extend(waiting)
+        if waiting:
             self._have_results.set()
         for delivery in leased:
             task = asyncio.create_task(self._attempt(delivery))
             self.in_flight[delivery.id] = task
             task.add_done_callback(functools.partial(self._finished, delivery.id))
         return len(leased)
+
+    async def _unlease(self, leased: list[Delivery]) -> None:
+        """Forget deliveries leased but not started; release them if the database lets us
+        (otherwise their leases expire and any worker recovers them)."""
+        ids = [d.id for d in leased]
+        for d in leased:
+            self._open.discard(d.id)
+            self._lease_until.pop(d.id, None)
+            self._raw_users[d.message_id] -= 1
+            if self._raw_users[d.message_id] <= 0:
+                del self._raw_users[d.message_id]
+                self._raw.pop(d.message_id, None)
+        try:
+            await queue.release(self.db, self.owner, ids, self.clock())
+        except Exception as e:  # noqa: BLE001 - the leases run out on their own
+            logger.warning("delivery.release_failed", count=len(ids), error=describe_error(e))
+
+    async def _fill_or_wait(self) -> int:
+        """`fill`, but database trouble (locked, restarting, a deadlock) waits a moment and
+        is retried by the next round instead of stopping the role."""
+        try:
+            return await self.fill()
+        except Exception as e:  # noqa: BLE001 - database trouble: the next round retries
+            logger.warning("delivery.lease_failed", error=describe_error(e))
+            await asyncio.sleep(POLL_S)
+            return 0
 
     def _finished(self, delivery_id: int, _task: asyncio.Task[None]) -> None:
         self.in_flight.pop(delivery_id, None)
@@ -297,7 +329,7 @@ class Scheduler:
                         await self.refresh_suppressions()
                     except Exception as e:  # noqa: BLE001 - keep the last copy, retry later
                         logger.warning("delivery.suppressions_refresh_failed", error=str(e))
-                started = await self.fill() if self._room() else 0
+                started = await self._fill_or_wait() if self._room() else 0
                 if started and len(self.in_flight) < self.workers:
                     continue
                 if until_idle and not started and not self.in_flight:

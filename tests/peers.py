@@ -7,13 +7,16 @@
 
 Replies can be scripted per recipient (RCPT), for DATA (a queue of replies, one per
 message), and the server can drop the connection or stall. It counts connections so tests
-can prove connection reuse.
+can prove connection reuse, and records the chunks it read from the network so tests can
+see whether commands came pipelined (`RecordingServer(pipelining=True)` advertises
+PIPELINING, RFC 2920; aiosmtpd reads pipelined commands but does not advertise it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -36,6 +39,28 @@ class _Handler:
     def __init__(self, server: RecordingServer) -> None:
         self.server = server
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.server.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if self.server.mail_replies:
+            return self.server.mail_replies.popleft()
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_RCPT(
         self,
         server: SMTP,
@@ -56,8 +81,8 @@ class _Handler:
         if self.server.data_replies:
             reply = self.server.data_replies.popleft()
             if reply == "DROP":
-                assert session.transport is not None
-                session.transport.close()
+                assert server.transport is not None
+                server.transport.close()
                 return "421 4.4.2 dropped"
             if not reply.startswith("2"):
                 return reply
@@ -85,6 +110,10 @@ class _CountingSMTP(SMTP):
         self._recorder.connections += 1
         super().connection_made(transport)
 
+    def data_received(self, data: bytes) -> None:
+        self._recorder.chunks.append(data)
+        super().data_received(data)
+
 
 class _Controller(Controller):
     def __init__(self, recorder: RecordingServer, **kwargs: Any) -> None:
@@ -105,15 +134,27 @@ def free_port(host: str = "127.0.0.1") -> int:
 class RecordingServer:
     """An aiosmtpd server in its own thread that records every message it accepts."""
 
-    def __init__(self, hostname: str = "127.0.0.1", **smtp_kwargs: Any) -> None:
+    def __init__(
+        self,
+        hostname: str = "127.0.0.1",
+        *,
+        pipelining: bool = False,
+        ssl_context: ssl.SSLContext | None = None,  # implicit TLS (tls_context: STARTTLS)
+        **smtp_kwargs: Any,
+    ) -> None:
+        self.pipelining = pipelining
+        self.chunks: list[bytes] = []  # as read from the network, in order
         self.messages: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}
         self.data_replies: deque[str] = deque()
+        self.mail_replies: deque[str] = deque()
         self.data_delay_s = 0.0
         self.connections = 0
         self.arrived = asyncio.Event()
         smtp_kwargs.setdefault("enable_SMTPUTF8", True)
-        self._controller = _Controller(self, hostname=hostname, port=0, server_kwargs=smtp_kwargs)
+        self._controller = _Controller(
+            self, hostname=hostname, port=0, ssl_context=ssl_context, server_kwargs=smtp_kwargs
+        )
 
     @property
     def port(self) -> int:
@@ -121,6 +162,10 @@ class RecordingServer:
 
     def script_rcpt(self, address: str, reply: str) -> None:
         self.rcpt_replies[address.lower()] = reply
+
+    def script_mail(self, *replies: str) -> None:
+        """Replies for the next MAIL commands, in order (instead of 250)."""
+        self.mail_replies.extend(replies)
 
     def script_data(self, *replies: str) -> None:
         """Replies for the next DATA commands, in order ('DROP' closes the connection)."""
@@ -130,6 +175,7 @@ class RecordingServer:
         self._controller.port = free_port()
         self._controller.start()
         self.connections = 0  # the controller's own start-up probe is not a client
+        self.chunks.clear()
         return self
 
     def stop(self) -> None:

@@ -1,14 +1,18 @@
 """Queue correctness under long work: leases are renewed while a delivery is still being
 worked, a lease another worker took over is not taken back, and a suppression added after
-the lease stops the send (the in-memory cache is checked right before sending)."""
+the lease stops the send (the in-memory cache is checked right before sending), and a lease
+that fails on database trouble is retried instead of stopping the role."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select, update
 
+from relay.config import DatabaseConfig
 from relay.store import deliveries as queue
 from relay.store import suppressions
 from relay.store.db import Database, utcnow
@@ -105,3 +109,33 @@ async def test_suppressed_after_lease_is_not_sent(db: Database) -> None:
         "suppressed",
         0,
     )
+
+
+async def test_database_locked_while_leasing_is_waited_out(db_url: str) -> None:
+    """A lease that fails on database trouble (here: SQLite locked by another writer) is
+    retried; the role keeps running and delivers once the database is back."""
+    if not db_url.startswith("sqlite"):
+        pytest.skip("a held write lock is how we make SQLite unavailable")
+    db = Database.from_config(DatabaseConfig(url=db_url, busy_timeout=0.2))
+    try:
+        await _queue(db, "a@example.com", "b@example.com")
+        async with RecordingServer() as mx:
+            s = scheduler(smarthost_config(mx.port), db, Clock())
+            blocker = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")
+            stopping = asyncio.Event()
+            role = asyncio.create_task(s.serve(stopping))
+            try:
+                await asyncio.sleep(1.0)  # several lease attempts fail meanwhile
+                assert not role.done() and mx.messages == []
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            async with asyncio.timeout(20):
+                while len(mx.messages) < 2:  # noqa: ASYNC110 - filled by the server thread
+                    await asyncio.sleep(0.05)
+            stopping.set()
+            await role
+        assert {r.state for r in (await _deliveries(db)).values()} == {"delivered"}
+    finally:
+        await db.dispose()

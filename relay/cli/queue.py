@@ -1,4 +1,4 @@
-"""`relay queue list|show|retry|delete` and `relay history`: the operator's view of the queue."""
+"""`relay queue list|show|retry|release|delete` and `relay history`: the view of the queue."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from relay.addresses import InvalidAddress, normalize
 from relay.cli._args import command, group, positive_int
 from relay.cli._context import Context
 from relay.cli._output import cell, emit, emit_one, print_json, print_table, warn
+from relay.errors import ConfigError
 from relay.model import FINAL_STATES, DeliveryState
 from relay.store import queue as store
 
@@ -62,6 +63,16 @@ def register(sub: Any) -> None:
         metavar="EMAIL",
         help="only the delivery to this address (repeatable)",
     )
+    p = command(
+        q,
+        "release",
+        queue_release,
+        "send held deliveries (tenant or credential on hold): one message or in bulk",
+        json=True,
+    )
+    p.add_argument("id", type=int, nargs="?", help="the message id")
+    p.add_argument("--tenant", help="every held delivery of this tenant")
+    p.add_argument("--credential", help="every held delivery sent with this SMTP login")
     p = command(
         q,
         "delete",
@@ -161,6 +172,15 @@ async def queue_retry(args: argparse.Namespace, ctx: Context) -> int:
         line += ", bypassing the suppression list"
         result["no_suppression"] = True
     emit_one(result, args.json, [line])
+    return 0
+
+
+async def queue_release(args: argparse.Namespace, ctx: Context) -> int:
+    if args.id is None and args.tenant is None and args.credential is None:
+        raise ConfigError("queue release", "give a message id, --tenant or --credential")
+    async with ctx.database() as db:
+        count = await store.release_held(db, args.id, args.tenant, args.credential)
+    emit_one({"released": count}, args.json, [f"{count} held delivery(ies) released, due now"])
     return 0
 
 

@@ -16,7 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from relay.errors import NotFound
 from relay.model import FINAL_STATES, DeliveryState
 from relay.store.db import Database, utcnow
-from relay.store.tables import campaigns, deliveries, delivery_attempts, messages, tenants
+from relay.store.tables import (
+    campaigns,
+    deliveries,
+    delivery_attempts,
+    messages,
+    smtp_credentials,
+    tenants,
+)
 
 RETRYABLE = (DeliveryState.DEFERRED, DeliveryState.FAILED, DeliveryState.QUEUED)
 # Also requeued by a one-off resend that bypasses the suppression list.
@@ -189,6 +196,49 @@ async def _require_message(conn: AsyncConnection, message_id: int) -> None:
     found = (await conn.execute(select(messages.c.id).where(messages.c.id == message_id))).first()
     if found is None:
         raise NotFound(f"no message with id {message_id} (see `relay queue list`)")
+
+
+async def release_held(
+    db: Database,
+    message_id: int | None = None,
+    tenant: str | None = None,
+    credential: str | None = None,
+) -> int:
+    """Send held deliveries (tenant or credential on hold): `held` → `queued`, due now.
+
+    One message, or in bulk every held delivery of a tenant and/or of one SMTP login.
+    Deliveries held because their campaign is paused stay held (resume the campaign).
+    """
+    if message_id is None and tenant is None and credential is None:
+        raise ValueError("release needs a message id, a tenant or a credential")
+    conditions: list[Any] = [deliveries.c.state == DeliveryState.HELD.value]
+    async with db.write() as conn:
+        if message_id is not None:
+            await _require_message(conn, message_id)
+            conditions.append(deliveries.c.message_id == message_id)
+        if tenant is not None:
+            row = (await conn.execute(select(tenants.c.id).where(tenants.c.name == tenant))).first()
+            if row is None:
+                raise NotFound(f"no tenant named {tenant!r} (see `relay tenants list`)")
+            conditions.append(deliveries.c.tenant_id == row.id)
+        if credential is not None:
+            login = smtp_credentials.c.username == credential
+            row = (await conn.execute(select(smtp_credentials.c.id).where(login))).first()
+            if row is None:
+                raise NotFound(f"no credential {credential!r} (see `relay credentials list`)")
+            sent_by = select(messages.c.id).where(messages.c.credential_id == row.id)
+            conditions.append(deliveries.c.message_id.in_(sent_by))
+        paused = select(campaigns.c.id).where(campaigns.c.state == "paused")
+        conditions.append(
+            deliveries.c.campaign_id.is_(None) | deliveries.c.campaign_id.not_in(paused)
+        )
+        now = utcnow()
+        result = await conn.execute(
+            update(deliveries)
+            .where(*conditions)
+            .values(state=DeliveryState.QUEUED.value, next_attempt_at=now, updated_at=now)
+        )
+    return int(result.rowcount)
 
 
 async def cancel_message(db: Database, message_id: int) -> tuple[int, int]:

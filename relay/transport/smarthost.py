@@ -1,4 +1,5 @@
-"""One SMTP transaction over a reused session: MAIL, RCPT, DATA for one delivery.
+"""One SMTP transaction over a reused session: MAIL, RCPT, DATA for one delivery,
+pipelined where the server offers it (`relay.transport.pipeline`).
 
 Input: a session cache, an endpoint (smarthost account or MX host), the delivery and its
 rendered bytes. Output: an `Outcome`, plus the `Trouble` when it failed so the pool can
@@ -12,7 +13,7 @@ import time
 import aiosmtplib
 
 from relay.model import Delivery, Outcome, SmtpReply
-from relay.transport import trouble
+from relay.transport import pipeline, trouble
 from relay.transport.session import Endpoint, SessionCache
 
 
@@ -53,23 +54,29 @@ async def send_one(
             cache.give_back(endpoint, session, ok=True)
             reply = SmtpReply(553, "the server does not accept non-ASCII addresses", "5.6.7")
             return outcome(False, reply), trouble.Trouble(reply, trouble.Scope.RECIPIENT)
-        errors, response = await session.client.sendmail(
+        tx = await pipeline.transact(
+            session.client,
             mail_from,
             [delivery.recipient],
             data,
+            timeout_s=cache.command_timeout_s,
             mail_options=[] if ascii_only else ["SMTPUTF8"],
-            timeout=cache.command_timeout_s,
         )
+    except ValueError:  # an address with control characters: nothing was sent
+        cache.give_back(endpoint, session, ok=True)
+        reply = SmtpReply(553, "the address cannot be sent in an SMTP command", "5.1.3")
+        return outcome(False, reply), trouble.Trouble(reply, trouble.Scope.RECIPIENT)
     except (aiosmtplib.SMTPException, OSError, TimeoutError) as e:
+        # Lost, timed out, garbled or a 421: the session's state is unknown, drop it.
+        cache.discard(session)
         found = trouble.from_exception(e)
-        if found.scope is trouble.Scope.SITE:
-            cache.discard(session)
-        else:
-            cache.give_back(endpoint, session, ok=False)
         return outcome(False, found.reply), found
-    cache.give_back(endpoint, session, ok=True)
-    if errors:  # one recipient only, so a refusal would have raised; be safe anyway
-        code, text = next(iter(errors.values()))
-        found = trouble.Trouble(trouble.parse_reply(code, text), trouble.Scope.RECIPIENT)
-        return outcome(False, found.reply), found
-    return outcome(True, trouble.parse_reply(250, response)), None
+    except BaseException:  # cancelled mid-transaction: the session's state is unknown
+        cache.discard(session)
+        raise
+    [(reply, judged)] = trouble.judge(tx)
+    if judged is not None and judged.scope is trouble.Scope.SITE:
+        cache.discard(session)
+    else:
+        cache.give_back(endpoint, session, ok=judged is None)
+    return outcome(judged is None, reply), judged

@@ -15,6 +15,7 @@ from enum import StrEnum
 import aiosmtplib
 
 from relay.model import SmtpReply
+from relay.transport.pipeline import Reply, Transaction
 
 _ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
 # "try again in 120 seconds", "retry after 10 minutes": a server-given delay we honour.
@@ -55,6 +56,36 @@ def retry_after_s(reply: SmtpReply) -> float | None:
         return None
     unit = match.group(2)[0].lower()
     return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def judge(tx: Transaction) -> list[tuple[SmtpReply, Trouble | None]]:
+    """Each recipient's reply and trouble (None: delivered), from one transaction's replies.
+
+    A refused MAIL, DATA or message concerns every recipient (the message); a refused RCPT
+    only its own recipient; 421 anywhere is the server closing the session (the site).
+    """
+    if not tx.mail.ok:
+        shared = _scoped(tx.mail, Scope.MESSAGE)
+        return [(shared.reply, shared)] * tx.recipients
+    after: Reply | None = tx.final if tx.final is not None else tx.data
+    judged: list[tuple[SmtpReply, Trouble | None]] = []
+    for rcpt in tx.rcpts:
+        if not 200 <= rcpt.code < 300:
+            found = _scoped(rcpt, Scope.RECIPIENT)
+            judged.append((found.reply, found))
+        elif tx.delivered and tx.final is not None:
+            judged.append((parse_reply(tx.final.code, tx.final.text), None))
+        else:
+            reply = after or Reply(451, "4.3.0 the server ended the transaction")
+            if reply.code == 354:  # DATA accepted, the message itself was not sent
+                reply = Reply(451, "4.3.0 the message could not be sent")
+            found = _scoped(reply, Scope.MESSAGE)
+            judged.append((found.reply, found))
+    return judged
+
+
+def _scoped(reply: Reply, scope: Scope) -> Trouble:
+    return Trouble(parse_reply(reply.code, reply.text), Scope.SITE if reply.code == 421 else scope)
 
 
 def from_exception(exc: BaseException) -> Trouble:

@@ -283,3 +283,26 @@ async def test_times_past_year_9999_are_400(client: httpx.AsyncClient, tenant_a:
         json={"email": "a@b.example", "expires_at": "9999-12-31T23:59:59-01:00"},
     )
     _error(r, 400, "invalid_parameter")
+
+
+async def test_release_held_message_is_tenant_scoped(
+    client: httpx.AsyncClient, db: Database, tenant_a: Tenant, tenant_b: Tenant
+) -> None:
+    message_id = await rows.message(db, tenant_a.id)
+    held = [await rows.delivery(db, message_id, f"h{i}@example.com", state="held") for i in (1, 2)]
+    done = await rows.delivery(db, message_id, "d@example.com", state="delivered")
+    url = f"/api/v1/messages/{message_id}/release"
+    _error(await client.post(url, headers=tenant_b.auth), 404, "not_found")
+    _error(
+        await client.post("/api/v1/messages/x1/release", headers=tenant_a.auth),
+        400,
+        "invalid_parameter",
+    )
+    async with db.read() as conn:
+        before = dict(list(await conn.execute(select(deliveries.c.id, deliveries.c.state))))
+    assert {before[i] for i in held} == {"held"}
+    r = await client.post(url, headers=tenant_a.auth)
+    assert r.status_code == 200 and r.json() == {"id": message_id, "released": 2}
+    async with db.read() as conn:
+        after = dict(list(await conn.execute(select(deliveries.c.id, deliveries.c.state))))
+    assert [after[i] for i in held] == ["queued", "queued"] and after[done] == "delivered"

@@ -112,6 +112,8 @@ async def test_every_endpoint_is_scoped_to_the_key_tenant(
         for action in ("pause", "resume", "cancel"):
             route = "/campaigns/{campaign}/" + action
             _status(await call("post", route, f"{camp}/{action}{tenant_q}"), 404)
+        release = f"/api/v1/messages/{seeded.message_id}/release{tenant_q}"
+        _status(await call("post", "/messages/{id}/release", release), 404)
         r = await call("delete", "/suppressions", f"/api/v1/suppressions?email={SUPPRESSED}")
         _status(r, 404)
         r = await call("delete", "/webhooks", f"/api/v1/webhooks?id={seeded.webhook_id}")

@@ -1,5 +1,6 @@
 """Message and recipient endpoints: search messages, one message with its deliveries and
-events, a recipient's history and engagement summary. All scoped to the key's tenant.
+events, release a held message, a recipient's history and engagement summary. All scoped to
+the key's tenant.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from relay.model import DeliveryState
-from relay.store import campaigns, views
+from relay.store import campaigns, queue, views
 from relay.web.api._common import (
     MAX_ID,
     Principal,
@@ -86,12 +87,30 @@ async def list_messages(request: Request) -> JSONResponse:
     return JSONResponse(page(items, [r.id for r in found_rows], limit))
 
 
-async def get_message(request: Request) -> JSONResponse:
-    who = await authenticate(request)
-    tenant_id = tenant_scope(request, who)
+def _message_id(request: Request) -> int:
     raw = request.path_params["id"]
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 19) or int(raw) > MAX_ID:
         raise bad_param("id", f"expected a message id (integer), got {raw!r}")
+    return int(raw)
+
+
+async def release_message(request: Request) -> JSONResponse:
+    """Send a held message's deliveries (tenant or credential on hold): held → queued."""
+    who = await authenticate(request)
+    tenant_id = tenant_scope(request, who)
+    message_id = _message_id(request)
+    db = state_of(request).db
+    async with db.read() as conn:
+        if await views.message(conn, tenant_id, message_id) is None:
+            raise ApiError(404, "not_found", f"no message {message_id}")
+    released = await queue.release_held(db, message_id=message_id)
+    return JSONResponse({"id": message_id, "released": released})
+
+
+async def get_message(request: Request) -> JSONResponse:
+    who = await authenticate(request)
+    tenant_id = tenant_scope(request, who)
+    raw = str(_message_id(request))
     async with state_of(request).db.read() as conn:
         msg = await views.message(conn, tenant_id, int(raw))
         if msg is None:
@@ -214,6 +233,7 @@ async def recipient_summary(request: Request) -> JSONResponse:
 ROUTES = [
     Route("/messages", list_messages, methods=["GET"]),
     Route("/messages/{id}", get_message, methods=["GET"]),
+    Route("/messages/{id}/release", release_message, methods=["POST"]),
     Route("/recipients/{email}/summary", recipient_summary, methods=["GET"]),
     Route("/recipients/{email}", get_recipient, methods=["GET"]),
 ]

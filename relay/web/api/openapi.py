@@ -194,6 +194,14 @@ ENDPOINTS: list[tuple[str, str, str, list[str], str | None, dict[str, Any]]] = [
         None,
         _OBJ,
     ),
+    (
+        "post",
+        "/messages/{id}/release",
+        "Send a held message (tenant or credential on hold)",
+        ["message", "tenant"],
+        None,
+        _OBJ,
+    ),
     ("get", "/recipients/{email}", "An address's history", ["email", "tenant"], None, _OBJ),
     (
         "get",
