@@ -49,6 +49,7 @@ def test_tiny_run_delivers_every_message_and_stops_everything(tmp_path: Path) ->
     out = relay_bench(
         "--count", "50", "--runs", "1", "--sessions", "5", "--sizes", "5000",
         "--systems", systems, "--databases", "sqlite", "--dkim", "off", "--timeout", "120",
+        "--relay-processes", "1,2",
         "--no-plot", "--no-install", "--out", str(tmp_path / "results"), cwd=tmp_path,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
@@ -70,6 +71,8 @@ def test_tiny_run_delivers_every_message_and_stops_everything(tmp_path: Path) ->
         assert case["summary"]["e2e_per_s"]["min"] <= case["summary"]["e2e_per_s"]["median"]
         for port in run["ports"].values():
             assert port_free(port), f"something still listens on {port} after the run"
+    # Both layouts: one `relay serve`, and smtp,web beside delivery (two processes' CPU).
+    assert sorted(c["processes"] for c in doc["cases"] if c["system"] == "relay") == [1, 2]
     relay = by_system["relay"]
     assert relay["database"] == "sqlite" and relay["tracking"] and not relay["dkim"]
     assert relay["runs"][0]["cpu_s_per_1000"] > 0 and relay["runs"][0]["peak_rss_mb"] > 10
@@ -77,7 +80,7 @@ def test_tiny_run_delivers_every_message_and_stops_everything(tmp_path: Path) ->
     if "postfix" in by_system:
         assert set(relay["vs_postfix"]) == {"accept", "e2e"}
         assert by_system["postfix"]["runs"][0]["cpu_s_per_1000"] > 0
-    assert "| relay sqlite |" in out.stdout
+    assert "| relay sqlite |" in out.stdout and "| relay sqlite 2 proc |" in out.stdout
 
 
 def test_bad_option_is_one_line_naming_it(tmp_path: Path) -> None:
