@@ -195,7 +195,8 @@ async def run(
         )
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="relay.web.uvicorn")
-    log.info("web.listening", address=str(sock.getsockname()[:2]))
+    host, port = sock.getsockname()[:2]
+    log.info("web.listening", address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     stop_wait = asyncio.create_task(stopping.wait())
     try:
         await asyncio.wait({serving, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
