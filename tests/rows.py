@@ -1,4 +1,5 @@
-"""Row builders for tests: insert a tenant, message or delivery with sensible defaults.
+"""Row builders for tests: insert a tenant, campaign, SMTP credential, message or delivery
+with sensible defaults.
 
 Only the fields a test cares about need naming (buildbot `fakedb/row.py` style):
 
@@ -16,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from relay.store.db import Database, utcnow
-from relay.store.tables import deliveries, messages, tenants
+from relay.store.tables import campaigns, deliveries, messages, smtp_credentials, tenants
 
 _names = itertools.count(1)
 
@@ -44,6 +45,28 @@ async def tenant(db: Database, **values: Any) -> int:
     row.update(values)
     async with db.write() as conn:
         result = await conn.execute(tenants.insert().values(**row))
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+async def campaign(db: Database, tenant_id: int, **values: Any) -> int:
+    row = {"tenant_id": tenant_id, "name": f"campaign-{next(_names)}", "created_at": utcnow()}
+    row.update(values)
+    async with db.write() as conn:
+        result = await conn.execute(campaigns.insert().values(**row))
+    return int(result.inserted_primary_key[0])  # type: ignore[index]
+
+
+async def credential(db: Database, tenant_id: int, **values: Any) -> int:
+    """A login whose password never verifies (the hash is not Argon2): for queue rows."""
+    row = {
+        "tenant_id": tenant_id,
+        "username": f"login-{next(_names)}",
+        "password_hash": "x",
+        "created_at": utcnow(),
+    }
+    row.update(values)
+    async with db.write() as conn:
+        result = await conn.execute(smtp_credentials.insert().values(**row))
     return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 

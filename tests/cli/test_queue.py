@@ -12,18 +12,14 @@ from sqlalchemy import func, select
 
 from relay.store import stats
 from relay.store.db import Database, utcnow
-from relay.store.tables import campaigns, delivery_attempts, messages, stat_counters
+from relay.store.tables import delivery_attempts, messages, stat_counters
 from tests import rows
 from tests.test_cli import relay
 
 
 async def _queue(db: Database) -> dict[str, int]:
     tenant = await rows.tenant(db, name="shop")
-    async with db.write() as conn:
-        result = await conn.execute(
-            campaigns.insert().values(tenant_id=tenant, name="spring", created_at=utcnow())
-        )
-        campaign = int(result.inserted_primary_key[0])  # type: ignore[index]
+    campaign = await rows.campaign(db, tenant, name="spring")
     spring = await rows.message(db, tenant, campaign_id=campaign)
     other = await rows.message(db, tenant)
     later = utcnow() + timedelta(hours=1)

@@ -11,33 +11,9 @@ from sqlalchemy import select
 
 from relay.store import deliveries as queue
 from relay.store.db import Database, utcnow
-from relay.store.tables import campaigns, deliveries, smtp_credentials
+from relay.store.tables import deliveries
 from tests import rows
 from tests.test_cli import relay
-
-
-async def _credential(db: Database, tenant: int, username: str) -> int:
-    async with db.write() as conn:
-        result = await conn.execute(
-            smtp_credentials.insert().values(
-                tenant_id=tenant,
-                username=username,
-                password_hash="x",
-                hold=True,
-                created_at=utcnow(),
-            )
-        )
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
-
-
-async def _campaign(db: Database, tenant: int, state: str) -> int:
-    async with db.write() as conn:
-        result = await conn.execute(
-            campaigns.insert().values(
-                tenant_id=tenant, name="spring", state=state, settings={}, created_at=utcnow()
-            )
-        )
-    return int(result.inserted_primary_key[0])  # type: ignore[index]
 
 
 async def _states(db: Database) -> dict[str, str]:
@@ -51,11 +27,12 @@ async def test_release_per_message_then_by_login_then_by_tenant(
 ) -> None:
     staging = await rows.tenant(db, name="staging", hold=True)
     other = await rows.tenant(db, name="other")
-    login = await _credential(db, other, "app-dev")
+    login = await rows.credential(db, other, username="app-dev", hold=True)
     one = await rows.message(db, staging)
     two = await rows.message(db, staging)
     by_login = await rows.message(db, other, credential_id=login)
-    paused = await rows.message(db, staging, campaign_id=await _campaign(db, staging, "paused"))
+    spring = await rows.campaign(db, staging, name="spring", state="paused")
+    paused = await rows.message(db, staging, campaign_id=spring)
     await rows.delivery(db, one, "a@x.example", state="held")
     await rows.delivery(db, one, "b@x.example", state="held")
     await rows.delivery(db, two, "c@x.example", state="held")
