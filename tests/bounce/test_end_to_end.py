@@ -60,22 +60,27 @@ async def _states(db: Database) -> list[tuple[str, str, str | None]]:
         return [tuple(r) for r in rows]  # type: ignore[misc]
 
 
+def _config(tmp_path: Path, port: int, mx_port: int) -> config_module.Config:
+    """Ingress on `port` with a VERP bounce domain, delivering to the recording MX."""
+    return config_module.load(
+        None,
+        env={
+            "RELAY_DATA_DIR": str(tmp_path),
+            "RELAY_SMTP__LISTEN": f'["127.0.0.1:{port}"]',
+            "RELAY_SMTP__HOSTNAME": "relay.test",
+            "RELAY_BOUNCE__DOMAIN": "bounces.relay.test",
+            "RELAY_DELIVERY__MODE": "smarthost",
+            "RELAY_DELIVERY__ACCOUNTS": (
+                f'[{{"name": "mx", "host": "127.0.0.1", "port": {mx_port}, "tls": "none"}}]'
+            ),
+        },
+    )
+
+
 async def test_dsn_over_smtp_bounces_and_suppresses(db: Database, tmp_path: Path) -> None:
     async with RecordingServer() as mx:
         port = free_port()
-        cfg = config_module.load(
-            None,
-            env={
-                "RELAY_DATA_DIR": str(tmp_path),
-                "RELAY_SMTP__LISTEN": f'["127.0.0.1:{port}"]',
-                "RELAY_SMTP__HOSTNAME": "relay.test",
-                "RELAY_BOUNCE__DOMAIN": "bounces.relay.test",
-                "RELAY_DELIVERY__MODE": "smarthost",
-                "RELAY_DELIVERY__ACCOUNTS": (
-                    f'[{{"name": "mx", "host": "127.0.0.1", "port": {mx.port}, "tls": "none"}}]'
-                ),
-            },
-        )
+        cfg = _config(tmp_path, port, mx.port)
         tenant = await tenants.add_tenant(db, "shop", ["shop.example"])
         credential, password = await tenants.add_credential(db, tenant)
         shared, servers = await server.start(cfg, db)
@@ -152,19 +157,7 @@ async def test_mailto_unsubscribe_over_smtp(db: Database, tmp_path: Path) -> Non
     Mail and others do, RFC 2369), unsubscribes that recipient; the next message is skipped."""
     async with RecordingServer() as mx:
         port = free_port()
-        cfg = config_module.load(
-            None,
-            env={
-                "RELAY_DATA_DIR": str(tmp_path),
-                "RELAY_SMTP__LISTEN": f'["127.0.0.1:{port}"]',
-                "RELAY_SMTP__HOSTNAME": "relay.test",
-                "RELAY_BOUNCE__DOMAIN": "bounces.relay.test",
-                "RELAY_DELIVERY__MODE": "smarthost",
-                "RELAY_DELIVERY__ACCOUNTS": (
-                    f'[{{"name": "mx", "host": "127.0.0.1", "port": {mx.port}, "tls": "none"}}]'
-                ),
-            },
-        )
+        cfg = _config(tmp_path, port, mx.port)
         tenant = await tenants.add_tenant(db, "shop", ["shop.example"])
         credential, password = await tenants.add_credential(db, tenant)
         shared, servers = await server.start(cfg, db)
