@@ -60,7 +60,7 @@ class Case:
         return "-".join(p for p in parts if p) + f"-s{self.sessions}"
 
 
-def _ints(option: str, minimum: int) -> Any:
+def _ints(option: str, minimum: int, maximum: int | None = None) -> Any:
     def parse(value: str) -> list[int]:
         try:
             items = [int(x) for x in value.split(",") if x.strip()]
@@ -68,6 +68,8 @@ def _ints(option: str, minimum: int) -> Any:
             raise argparse.ArgumentTypeError(f"expected integers, got {value!r}") from None
         if not items or min(items) < minimum:
             raise argparse.ArgumentTypeError(f"each value must be ≥ {minimum}")
+        if maximum is not None and max(items) > maximum:
+            raise argparse.ArgumentTypeError(f"each value must be ≤ {maximum}")
         return items
 
     return parse
@@ -121,7 +123,7 @@ def parser(prog: str = "python -m bench") -> argparse.ArgumentParser:
                    default=["sqlite", "mysql"], help="relay's databases (default sqlite,mysql)")
     p.add_argument("--dkim", type=_choices("--dkim", ("off", "on")), default=["off", "on"],
                    help="relay without and/or with DKIM RSA-2048 signing (default off,on)")
-    p.add_argument("--relay-processes", type=_ints("--relay-processes", 1), default=[1],
+    p.add_argument("--relay-processes", type=_ints("--relay-processes", 1, 2), default=[1],
                    help="relay layouts: 1 = one `relay serve` with every role, 2 = `serve "
                    "--role smtp,web` beside `serve --role delivery` on the same database, as "
                    "relay@.service runs them (default 1; 1,2 measures both)")
@@ -157,8 +159,6 @@ def cases(args: argparse.Namespace) -> list[Case]:
             for database in args.databases if n == 0 else args.databases[:1]:
                 for dkim in args.dkim if n == 0 else args.dkim[:1]:
                     for processes in args.relay_processes:
-                        if processes > 2:
-                            raise ValueError("--relay-processes: 1 or 2")
                         found.append(
                             Case("relay", size, sessions, database, dkim == "on", processes)
                         )

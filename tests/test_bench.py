@@ -90,6 +90,9 @@ def test_bad_option_is_one_line_naming_it(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
     out = relay_bench("--databases", "oracle", cwd=tmp_path)
     assert out.returncode == 2 and "--databases" in out.stderr
+    out = relay_bench("--relay-processes", "3", cwd=tmp_path)
+    assert out.returncode == 2 and "--relay-processes" in out.stderr and "≤ 2" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_message_is_the_size_asked_with_links_to_track() -> None:
