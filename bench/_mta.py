@@ -350,16 +350,25 @@ format = "json"
                     [sys.executable, "-m", "relay", "-c", str(self.config), *args],
                     cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT,
                 ))  # fmt: skip
-        _proc.wait_for_port(self.port, 60, alive=lambda: self.alive())
+        try:
+            _proc.wait_for_port(self.port, 60, alive=lambda: self.alive())
+        except RuntimeError as e:  # say which process gave up, and its last words
+            raise RuntimeError(f"{e}; {self.log_tail(3)}") from None
 
     def alive(self) -> bool:
         return bool(self.procs) and all(p.poll() is None for p in self.procs)
 
     def log_tail(self, lines: int = 5) -> str:
-        try:
-            return "\n".join((self.root / "relay.log").read_text().splitlines()[-lines:])
-        except OSError:
-            return ""
+        """The last lines of each process's log (of the ones that exited, when some did)."""
+        logs = [self.root / f"relay{n or ''}.log" for n in range(len(self.procs))]
+        exited = [log for log, p in zip(logs, self.procs, strict=True) if p.poll() is not None]
+        tails = []
+        for log in exited or logs:
+            try:
+                tails.append(f"{log.name}: " + " | ".join(log.read_text().splitlines()[-lines:]))
+            except OSError:
+                continue
+        return "; ".join(tails)
 
     def pids(self) -> list[int]:
         return [p.pid for p in self.procs] if self.alive() else []

@@ -142,13 +142,22 @@ def _generated_secret(path: Path) -> str:
     except OSError as e:
         raise ConfigError("tracking.secret", f"cannot read {str(path)!r}: {e.strerror}") from None
     secret = secrets.token_urlsafe(32)
+    # Written whole to a private temporary file, then published by link(), which fails if the
+    # name exists: a process starting beside us sees no file or the complete one, never an
+    # empty file that it would reject as too short.
+    draft = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(secret + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(draft, path)
     except FileExistsError:  # another process made it first: use theirs
         return path.read_text(encoding="ascii").strip()
     except OSError as e:
         raise ConfigError("tracking.secret", f"cannot create {str(path)!r}: {e.strerror}") from None
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(secret + "\n")
+    finally:
+        draft.unlink(missing_ok=True)
     return secret

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from relay import config
+from relay.errors import ConfigError
 from relay.render.tokens import InvalidToken, Keyring, TokenData, TokenKind, load_keyring
 
 KEYS = Keyring(b"a-current-secret-of-some-length")
@@ -73,3 +76,29 @@ def test_generated_secret_is_private_and_stable(tmp_path: Path) -> None:
     again = load_keyring(cfg)
     token = first.sign(TokenData(TokenKind.OPEN, 1))
     assert again.verify(token).delivery_id == 1
+
+
+def _secret_seen_by_a_starting_process(data_dir: str, start: Any) -> str:
+    start.wait()
+    cfg = config.load(None, env={"RELAY_DATA_DIR": data_dir})
+    try:
+        return load_keyring(cfg).current.decode()
+    except ConfigError as e:  # returned, not raised: ConfigError does not pickle
+        return f"refused: {e}"
+
+
+def test_processes_starting_together_share_one_whole_secret(tmp_path: Path) -> None:
+    # Two `relay serve` processes of a split layout start at the same moment: neither may read
+    # the secret file before the other has written all of it (it was rejected as too short).
+    ctx = multiprocessing.get_context("spawn")
+    for n in range(5):
+        data_dir = tmp_path / str(n)
+        with ctx.Manager() as manager:
+            start = manager.Barrier(4)
+            with ctx.Pool(4) as pool:
+                seen = pool.starmap(
+                    _secret_seen_by_a_starting_process, [(str(data_dir), start)] * 4
+                )
+        assert len(set(seen)) == 1 and len(seen[0]) >= 16
+        assert (data_dir / "tracking.secret").read_text().strip() == seen[0]
+        assert [p.name for p in data_dir.iterdir()] == ["tracking.secret"]  # no drafts left
