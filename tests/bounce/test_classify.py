@@ -167,6 +167,14 @@ TABLE = [
     ),
     # Directory lookups: no such mailbox, whatever the stage.
     (550, None, "MSEXCH:IMS:ORG:SITE:SERVER 0 (000C05A6) Unknown Recipient", HARD, "userunknown"),
+    (
+        450,
+        None,
+        "service permits 2 unverifyable sending IPs - a.example is not 192.0.2.1",
+        SOFT,
+        "requireptr",
+    ),
+    (554, None, "Message rejected: Email address is not verified.", SOFT, "norelaying"),
     # Other languages
     (550, None, "Benutzer unbekannt", HARD, "userunknown"),
     (550, None, "Destinataire inconnu", HARD, "userunknown"),
