@@ -86,8 +86,7 @@ def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
     if dtype == "x-unix" and c.reason in LOCAL_MAILER_REASONS:
         # RFC 3464: an X-Unix diagnostic is a local delivery program's exit or message.
         c = Classification(c.kind, "mailererror", c.status)
-    if not status and c.status:
-        status = c.status
+    status = c.status or status  # the field or the remote's quoted code (prefer_status)
     return RecipientResult(
         recipient,
         act,

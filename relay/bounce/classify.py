@@ -69,6 +69,41 @@ def unfold_reply(text: str) -> str:
     return text[: first.end()] + again.sub(" ", text[first.end() :])
 
 
+# Status-field codes too vague to stand against the code the remote server quoted: "delivery
+# time expired", "too many errors", the X.3 system errors and the X.5 protocol errors are what
+# a reporting MTA writes when it only knows that the session went wrong.
+VAGUE_STATUS_RE = re.compile(r"^(4\.4\.7|4\.7\.0|5\.3\.\d+|[45]\.5\.[1245])$")
+
+
+def prefer_status(field: str, quoted: str, code: int | None = None) -> str:
+    """Choose between a DSN's Status field (the reporting MTA's mapping) and the RFC 3463 code
+    the remote server quoted in its reply (sisimai's documented preference).
+
+    The quoted code wins where the field is generic (X.0.0, X.Y.0, X.0.Z) or vague
+    (`VAGUE_STATUS_RE`), and over 5.1.1 when it says more (5.7.x rather than X.5.x); the
+    field wins otherwise, and a basic reply code settles a disagreement on the class.
+    """
+    if not field or not quoted or field == quoted:
+        return field or quoted
+    if field[0] != quoted[0]:
+        if code is not None and str(code)[0] in (field[0], quoted[0]):
+            return field if str(code)[0] == field[0] else quoted
+        return field
+    if field.endswith(".0.0"):
+        return field if quoted.endswith(".0.0") else quoted
+    if ".0" in field and ".0" not in quoted:
+        return quoted
+    if quoted.endswith(".0.0"):
+        return field
+    if VAGUE_STATUS_RE.match(field):
+        return quoted
+    if field == "5.1.1":
+        return field if ".0" in quoted or quoted.startswith("5.5.") else quoted
+    if field == "5.1.3" and quoted.startswith("5.7."):
+        return quoted
+    return field
+
+
 def find_code(text: str) -> int | None:
     m = CODE_RE.search(text or "")
     return int(m.group(1)) if m else None
@@ -100,11 +135,7 @@ def classify(
     not say); None when the caller cannot know, which skips the stage rules.
     """
     text = unfold_reply(text)
-    in_text = find_status(text)
-    # The remote server's own code, quoted in the diagnostic, beats the reporting MTA's
-    # mapping of it into the Status field (when both agree on the class).
-    if not status or (in_text and in_text[0] == status[0]):
-        status = in_text or status
+    status = prefer_status(status, find_status(text), code if code is not None else find_code(text))
     if status.startswith("2") or action in ("delivered", "relayed", "expanded"):
         return Classification(BounceKind.NOT_BOUNCE, "delivered", status)
     sub = status.split(".", 1)[1] if status else ""

@@ -139,6 +139,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(client|host) (host )?name .*(unknown|not found)",
             r"unresolvable (host|address)",
             r"does not resolve",
+            r"unverif(i|y)able sending ips?",  # Exim: the client's name and address do not match
         ),
     ),
     (
@@ -163,6 +164,8 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"we do not relay",
             r"no relaying",
             r"cannot relay",
+            # Amazon SES: the sending identity is not verified, so it will not relay for it.
+            r"email address is not verified",
         ),
     ),
     (

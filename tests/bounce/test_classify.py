@@ -167,6 +167,14 @@ TABLE = [
     ),
     # Directory lookups: no such mailbox, whatever the stage.
     (550, None, "MSEXCH:IMS:ORG:SITE:SERVER 0 (000C05A6) Unknown Recipient", HARD, "userunknown"),
+    (
+        450,
+        None,
+        "service permits 2 unverifyable sending IPs - a.example is not 192.0.2.1",
+        SOFT,
+        "requireptr",
+    ),
+    (554, None, "Message rejected: Email address is not verified.", SOFT, "norelaying"),
     # Other languages
     (550, None, "Benutzer unbekannt", HARD, "userunknown"),
     (550, None, "Destinataire inconnu", HARD, "userunknown"),
@@ -246,3 +254,32 @@ def test_directory_userunknown_is_not_demoted_without_the_rcpt_stage() -> None:
     notes = classify("", "User not listed in public Name & Address Book", None, "failed", "")
     assert (plain.reason, plain.kind) == ("filtered", SOFT)
     assert (notes.reason, notes.kind) == ("userunknown", HARD)
+
+
+@pytest.mark.parametrize(
+    ("field", "quoted", "chosen"),
+    [
+        ("5.0.0", "5.7.1", "5.7.1"),  # a generic Status field defers to the remote's code
+        ("5.1.0", "5.1.1", "5.1.1"),
+        ("5.0.0", "5.0.0", "5.0.0"),
+        ("5.2.2", "5.0.0", "5.2.2"),  # a generic quoted code says less than the field
+        ("5.3.0", "5.7.1", "5.7.1"),  # X.3 system error: only "something went wrong"
+        ("4.4.7", "4.2.2", "4.2.2"),
+        ("5.1.1", "5.7.1", "5.7.1"),
+        ("5.1.1", "5.5.0", "5.1.1"),
+        ("5.2.2", "5.2.1", "5.2.2"),  # two specific codes: the field stands
+        ("", "5.1.1", "5.1.1"),
+        ("5.1.1", "", "5.1.1"),
+    ],
+)
+def test_status_field_against_the_quoted_code(field: str, quoted: str, chosen: str) -> None:
+    from relay.bounce.classify import prefer_status
+
+    assert prefer_status(field, quoted) == chosen
+
+
+def test_report_status_is_the_preferred_code() -> None:
+    from relay.bounce import classify
+
+    c = classify("5.0.0", "550 5.7.1 Connections not accepted: fix reverse DNS", None, "failed")
+    assert c.status == "5.7.1" and c.reason == "requireptr"
