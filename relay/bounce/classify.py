@@ -26,7 +26,7 @@ def _compiled() -> tuple[tuple[str, re.Pattern[str]], ...]:
 
 @lru_cache(maxsize=1)
 def _directory() -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in rules.DIRECTORY_RULES), re.IGNORECASE)
+    return re.compile("|".join(f"(?:{p})" for p in providers.DIRECTORY_RULES), re.IGNORECASE)
 
 
 def find_status(text: str) -> str:

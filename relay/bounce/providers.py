@@ -154,3 +154,14 @@ PHRASE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("speeding", (r"user is receiving mail too quickly", r"deferred due to excessive volume")),
     ("toomanyconn", (r"max message per connection reached",)),
 )
+
+# The recipient's own directory says there is no such mailbox: "userunknown" at any SMTP
+# stage, never read as a content filter's wording (see relay.bounce.classify). Lotus
+# Domino's Name & Address Book; Exchange 2003's categorizer code 000C05A6 (unknown recipient);
+# Sendmail's local delivery agent (mail.local); Gmail's own "address couldn't be found".
+DIRECTORY_RULES: tuple[str, ...] = (
+    r"not listed in (the )?(public )?name (&|and) address book",
+    r"\(000c05a6\)",
+    r"mail\.local: unknown user",
+    r"because the address couldn't be found",
+)

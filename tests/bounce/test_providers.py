@@ -86,3 +86,15 @@ def test_provider_userunknown_is_not_demoted_after_data() -> None:
     text = "554 delivery error: dd This user doesn't have a yahoo.com account (a@yahoo.com) [0]"
     c = classify("5.0.0", text, None, "failed", "DATA")
     assert (c.reason, c.kind) == ("userunknown", HARD)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "mail.local: unknown user: kijitora",  # Sendmail's local delivery agent
+        "Your message wasn't delivered to a@example.it because the address couldn't be found.",
+    ],
+)
+def test_directory_wording_is_userunknown_at_any_stage(text: str) -> None:
+    c = classify("5.0.0", text + " 550 User unknown", None, "failed", "")
+    assert (c.reason, c.kind) == ("userunknown", HARD)
