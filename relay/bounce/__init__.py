@@ -79,7 +79,7 @@ def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
     )
     action = block.get("action", "").strip().lower().split()[0:1]
     act = action[0] if action else ""
-    diagnostic = diagnostic_of(block.get("diagnostic-code", ""))
+    diagnostic = _whole_reply(diagnostic_of(block.get("diagnostic-code", "")), msg)
     status = find_status(block.get("status", ""))
     _, c = _classify_near(msg, recipient, status, diagnostic, act)
     dtype = block.get("diagnostic-code", "").partition(";")[0].strip().lower()
@@ -96,6 +96,30 @@ def _from_block(block: dict[str, str], msg: Message) -> RecipientResult:
         c.reason,
         address_of(block.get("original-recipient", "")),
     )
+
+
+CONTINUED_RE = re.compile(r"^([245]\d\d)-")
+
+
+def _whole_reply(diagnostic: str, msg: Message) -> str:
+    """The whole of a multi-line reply whose Diagnostic-Code kept only its first line (as
+    Sendmail writes it), from the session transcript in the human-readable part."""
+    m = CONTINUED_RE.match(diagnostic)
+    if m is None or re.search(rf"(?<![\d-]){m.group(1)} ", diagnostic):
+        return diagnostic
+    code, first = m.group(1), " ".join(diagnostic.split())
+    lines = [" ".join(line.removeprefix("<<<").split()) for line in _body_text(msg).splitlines()]
+    for i, line in enumerate(lines):
+        if line.startswith(first) or (first.startswith(line) and line.startswith(code + "-")):
+            reply = []
+            for part in lines[i:]:
+                if not part.startswith((code + "-", code + " ")):
+                    break
+                reply.append(part)
+                if part.startswith(code + " "):
+                    return " ".join(reply)
+            break
+    return diagnostic
 
 
 def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:

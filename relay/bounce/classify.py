@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from relay.bounce import codes, rules
+from relay.bounce import codes, providers, rules
 from relay.model import BounceKind, Classification, SmtpReply
 
 STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
@@ -26,7 +26,7 @@ def _compiled() -> tuple[tuple[str, re.Pattern[str]], ...]:
 
 @lru_cache(maxsize=1)
 def _directory() -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{p})" for p in rules.DIRECTORY_RULES), re.IGNORECASE)
+    return re.compile("|".join(f"(?:{p})" for p in providers.DIRECTORY_RULES), re.IGNORECASE)
 
 
 def find_status(text: str) -> str:
@@ -118,6 +118,46 @@ def reason_from_text(text: str) -> str:
     return ""
 
 
+COX_RE = re.compile(r"\bAUP#([A-Z0-9]+)", re.IGNORECASE)
+ORANGE_RE = re.compile(r"\b(?:ofr|lpnaaa|lpn|ouk)(?:\d{3})?_?(\d{3})\b", re.IGNORECASE)
+OUTLOOK_RE = re.compile(
+    r"(?<![\w-])(" + "|".join(map(re.escape, providers.OUTLOOK_CODES)) + r")(?![\w-])"
+)
+
+
+@lru_cache(maxsize=1)
+def _phrases() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return tuple(
+        (reason, re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE))
+        for reason, patterns in providers.PHRASE_RULES
+    )
+
+
+def reason_from_provider(status: str, text: str) -> str:
+    """The reason a provider's own error code or wording gives (`relay.bounce.providers`)."""
+    for code_re, table in (
+        (COX_RE, providers.COX_CODES),
+        (ORANGE_RE, providers.ORANGE_CODES),
+        (OUTLOOK_RE, providers.OUTLOOK_CODES),
+    ):
+        for m in code_re.finditer(text):
+            reason = table.get(m.group(1).upper())
+            if reason:
+                return reason
+    cls_sub, _, detail = status.rpartition(".")
+    if len(detail) == 3:  # Microsoft's own X.Y.ZZZ codes
+        reason = providers.MICROSOFT_STATUS.get(status, "")
+        for prefix, low, high, ranged in providers.MICROSOFT_RANGES:
+            if not reason and cls_sub == prefix and low <= int(detail) <= high:
+                reason = ranged
+        if reason:
+            return reason
+    for reason, pattern in _phrases():
+        if pattern.search(text):
+            return reason
+    return ""
+
+
 def reason_from_status(status: str) -> str:
     return codes.reason_for_status(status)
 
@@ -139,7 +179,10 @@ def classify(
     if status.startswith("2") or action in ("delivered", "relayed", "expanded"):
         return Classification(BounceKind.NOT_BOUNCE, "delivered", status)
     sub = status.split(".", 1)[1] if status else ""
-    if sub in codes.DECISIVE_STATUS or status in codes.DECISIVE_STATUS:
+    provider = reason_from_provider(status, text)
+    if provider:
+        reason = provider
+    elif sub in codes.DECISIVE_STATUS or status in codes.DECISIVE_STATUS:
         reason = reason_from_status(status)
     else:
         reason = reason_from_text(text) or reason_from_status(status)
@@ -152,6 +195,7 @@ def classify(
         status = f"{code // 100}.0.0"
     if (
         reason == "userunknown"
+        and not provider  # a provider's own code or wording for a missing mailbox
         and command not in (None, "RCPT")
         and not sub.startswith("1.")
         and not _directory().search(text)

@@ -419,11 +419,3 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("rejected", (r"rejected", r"refused", r"denied")),
 )
-
-# The recipient's own directory says there is no such mailbox: "userunknown" at any SMTP
-# stage, never read as a content filter's wording (see relay.bounce.classify). Lotus
-# Domino's Name & Address Book; Exchange 2003's categorizer code 000C05A6 (unknown recipient).
-DIRECTORY_RULES: tuple[str, ...] = (
-    r"not listed in (the )?(public )?name (&|and) address book",
-    r"\(000c05a6\)",
-)

@@ -27,7 +27,9 @@ from relay.model import SmtpReply
 
 logger = log.get(__name__)
 
-THROTTLE_REASONS = frozenset({"toomanyconn", "speeding"})
+# A transient "badreputation" is a provider's rate limit for a sender it trusts less
+# (Outlook.com RP-001, Microsoft 4.7.650): slowing down is the answer, as for "speeding".
+THROTTLE_REASONS = frozenset({"toomanyconn", "speeding", "badreputation"})
 MAX_LEVEL = 6  # at most 1/64 of the budget while throttled
 MAX_PAUSE_S = 3600.0
 

@@ -263,6 +263,25 @@ def test_x_unix_diagnostic_is_the_local_mailer() -> None:
     assert (r.status, r.reason, r.kind) == ("5.3.0", "mailererror", BounceKind.SOFT)
 
 
+def test_sendmail_first_line_diagnostic_is_completed_from_the_transcript() -> None:
+    # Sendmail keeps only the first line of a multi-line reply in Diagnostic-Code.
+    raw = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: s@relay.example\r\nSubject: Returned mail\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        b"--B\r\nContent-Type: text/plain\r\n\r\n"
+        b">>> DATA\r\n"
+        b"<<< 552-5.7.0 This message was blocked because its content presents a potential\r\n"
+        b"<<< 552-5.7.0 security issue. Please visit\r\n"
+        b"<<< 552 5.7.0 https://support.google.com/mail/answer/6590 - gsmtp\r\n"
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        b"Final-Recipient: rfc822; a@example.org\r\nAction: failed\r\nStatus: 5.7.0\r\n"
+        b"Diagnostic-Code: SMTP; 552-5.7.0 This message was blocked because its content "
+        b"presents a potential\r\n\r\n--B--\r\n"
+    )
+    (r,) = parse(raw).results
+    assert "security issue" in r.diagnostic and r.reason == "policyviolation"
+
+
 def test_each_recipient_gets_its_own_reason() -> None:
     raw = (
         b"From: MAILER-DAEMON@mx.example\r\nTo: s@relay.example\r\n"

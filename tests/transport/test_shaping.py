@@ -106,6 +106,14 @@ def test_throttle_replies_use_the_bounce_reasons() -> None:
     assert not is_throttle(SmtpReply(452, "Mailbox full", "4.2.2"))
 
 
+def test_reputation_rate_limits_are_throttles() -> None:
+    # Outlook.com's RP-00x and Microsoft's 4.7.650 are "badreputation": still slow down.
+    outlook = "RP-001 (BAY004-MC1F24) Unfortunately, some messages from 192.0.2.1 weren't sent."
+    assert is_throttle(SmtpReply(421, outlook, "4.7.0"))
+    assert is_throttle(SmtpReply(451, "rate limited due to IP reputation (S775)", "4.7.650"))
+    assert not is_throttle(SmtpReply(550, "SC-001 Mail rejected for policy reasons", "5.7.1"))
+
+
 async def test_max_connections_shared_by_domains_of_one_provider() -> None:
     async with DnsStub(RECORDS) as stub, RecordingServer() as mx:
         mx.data_delay_s = 0.1
