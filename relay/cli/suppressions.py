@@ -1,7 +1,8 @@
-"""`relay suppressions list|add|remove|export|prune`: the addresses relay will not mail.
+"""`relay suppressions list|add|remove|export|import|prune`: the addresses relay will not mail.
 
 Reads and changes the `suppressions` table (every change bumps the change counter, so
-running processes refresh their caches). `export` writes CSV or JSON to stdout.
+running processes refresh their caches). `export` writes CSV or JSON to stdout; `import`
+(suppressions_import.py) reads them back.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from typing import Any
 
 from relay.addresses import InvalidAddress, normalize
+from relay.cli import suppressions_import
 from relay.cli._args import command, group
 from relay.cli._context import Context
 from relay.cli._output import emit, emit_one, print_json, warn
@@ -57,6 +59,8 @@ def register(sub: Any) -> None:
     _scope_args(p)
     p.add_argument("--format", choices=["csv", "json"], default="csv")
     p.add_argument("--include-expired", action="store_true")
+
+    suppressions_import.register(s)
 
     command(s, "prune", suppressions_prune, "delete expired suppressions", json=True)
 

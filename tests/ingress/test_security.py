@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import ipaddress
+import os
+import secrets
+import shutil
 import socket
 import sqlite3
 import ssl
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -18,19 +26,52 @@ from relay.ingress import replies, server
 from relay.ingress.auth import AuthThrottle
 from relay.store.db import Database
 from relay.store.tables import messages
+from tests.conftest import IN_CI
 from tests.ingress.conftest import start_ingress
 
 RAW = b"Subject: x\r\n\r\ny\r\n"
 
 
-def _non_loopback_ip() -> str | None:
+def _outgoing_ip() -> str | None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             s.connect(("10.255.255.255", 1))  # no packet is sent; picks the outgoing address
             ip = str(s.getsockname()[0])
         except OSError:
             return None
-    return None if ip.startswith("127.") else ip
+    return None if ipaddress.ip_address(ip).is_loopback else ip
+
+
+@pytest.fixture
+def non_loopback_ip() -> Iterator[str]:
+    """An address of this machine outside 127/8 (the ingress exempts only loopback
+    addresses from the AUTH-needs-TLS rule): the outgoing one, or, on a machine without
+    one, a TEST-NET-2 address added to `lo` for the test (needs root and `ip`)."""
+    ip = _outgoing_ip()
+    if ip is not None:
+        yield ip
+        return
+    added = _add_address()
+    try:
+        yield added
+    finally:
+        subprocess.run(["ip", "addr", "del", f"{added}/32", "dev", "lo"], check=False)
+
+
+def _add_address() -> str:
+    problem = "no non-loopback address, and not root with `ip` to add one"
+    if os.geteuid() == 0 and shutil.which("ip"):
+        for _ in range(5):  # another test run may hold one of them
+            ip = f"198.51.100.{secrets.randbelow(254) + 1}"
+            done = subprocess.run(
+                ["ip", "addr", "add", f"{ip}/32", "dev", "lo"], capture_output=True, text=True
+            )
+            if done.returncode == 0:
+                return ip
+            problem = f"`ip addr add {ip}/32 dev lo` failed: {done.stderr.strip()}"
+    if IN_CI:
+        pytest.fail(problem + " (CI=true: the AUTH-needs-TLS tests must run)")
+    pytest.skip(problem)
 
 
 @pytest.fixture
@@ -70,21 +111,35 @@ async def test_starttls_then_auth_and_send(db: Database, tls_pair) -> None:  # t
         await server.stop(running.shared, servers, drain_s=1)
 
 
-async def test_auth_before_starttls_refused_off_loopback(db: Database) -> None:
-    ip = _non_loopback_ip()
-    if ip is None:
-        pytest.skip("no non-loopback address on this machine")
-    running, servers = await start_ingress(db, listen=[f"{ip}:0"])
+async def _auth_off_loopback(db: Database, ip: str, **smtp: Any) -> str:
+    """The reply to AUTH PLAIN without TLS from `ip`, to a listener on `ip`."""
+    running, servers = await start_ingress(db, listen=[f"{ip}:0"], **smtp)
     try:
         port = servers[0].sockets[0].getsockname()[1]
-        smtp = aiosmtplib.SMTP(hostname=ip, port=port, timeout=10, start_tls=False)
-        await smtp.connect()
-        await smtp.ehlo()
-        code, text = await smtp.execute_command(b"AUTH", b"PLAIN AGZvbwBiYXI=")
-        assert f"{code} {text}" == replies.AUTH_NEEDS_TLS
-        await smtp.quit()
+        smtp_client = aiosmtplib.SMTP(hostname=ip, port=port, timeout=10, start_tls=False)
+        await smtp_client.connect()
+        await smtp_client.ehlo()
+        assert [s.peer_ip for s in running.shared.sessions] == [ip]  # not loopback
+        blob = base64.b64encode(f"\0{running.credential.username}\0{running.password}".encode())
+        code, text = await smtp_client.execute_command(b"AUTH", b"PLAIN " + blob)
+        await smtp_client.quit()
+        return f"{code} {text}"
     finally:
         await server.stop(running.shared, servers, drain_s=1)
+
+
+async def test_auth_before_starttls_refused_off_loopback(
+    db: Database, non_loopback_ip: str
+) -> None:
+    reply = await _auth_off_loopback(db, non_loopback_ip)
+    assert reply == replies.AUTH_NEEDS_TLS
+
+
+async def test_auth_without_tls_off_loopback_when_not_required(
+    db: Database, non_loopback_ip: str
+) -> None:
+    reply = await _auth_off_loopback(db, non_loopback_ip, auth_require_tls=False)
+    assert reply.startswith("235 "), reply
 
 
 def test_throttle_slows_then_blocks_then_forgives() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 import smtplib
 import subprocess
 from email.message import EmailMessage
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -81,22 +83,49 @@ async def test_auth_plain_stores_message_recipients_and_strips_headers(ingress: 
     assert len(await rows(ingress, recipients)) == 3
 
 
-async def test_auth_login_with_smtplib_and_message_id_added(ingress: Running) -> None:
-    def send() -> None:
-        with smtplib.SMTP("127.0.0.1", ingress.port, timeout=10) as s:
+class _RecordingSMTP(smtplib.SMTP):
+    """smtplib, keeping every line it sends, so a test can see which AUTH went out."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.sent: list[bytes] = []
+        super().__init__(*args, **kwargs)
+
+    def send(self, s: str | bytes) -> None:
+        self.sent.append(s.encode() if isinstance(s, str) else s)
+        super().send(s)
+
+
+@pytest.mark.parametrize("mechanism", ["LOGIN", "PLAIN"])
+async def test_auth_with_smtplib_and_message_id_added(ingress: Running, mechanism: str) -> None:
+    def send() -> list[bytes]:
+        with _RecordingSMTP("127.0.0.1", ingress.port, timeout=10) as s:
             s.ehlo()
-            assert "auth" in s.esmtp_features and "PLAIN" in s.esmtp_features["auth"]
+            assert sorted(s.esmtp_features["auth"].split()) == ["LOGIN", "PLAIN"]
             for ext in ("size", "8bitmime", "smtputf8", "pipelining"):
                 assert ext in s.esmtp_features
-            s.login(ingress.credential.username, ingress.password, initial_response_ok=False)
+            # smtplib's login() would pick PLAIN; name the mechanism instead, and answer the
+            # server's challenges (LOGIN: 334 Username:, 334 Password:) one by one.
+            s.user, s.password = ingress.credential.username, ingress.password
+            method = s.auth_login if mechanism == "LOGIN" else s.auth_plain
+            code, _ = s.auth(mechanism, method, initial_response_ok=False)
+            assert code == 235
             msg = EmailMessage()
             msg["From"] = "news@shop.example"
             msg["To"] = "zoë@example.org"
             msg["Subject"] = "Grüße"
             msg.set_content("8-bit body: ünïcödé\n", cte="8bit")
             s.send_message(msg, mail_options=["SMTPUTF8"])
+            return s.sent
 
-    await asyncio.to_thread(send)
+    sent = await asyncio.to_thread(send)
+    auth = [line for line in sent if line.startswith(b"AUTH")]
+    assert auth == [f"AUTH {mechanism}\r\n".encode()]
+    if mechanism == "LOGIN":  # username and password each answer a 334 challenge
+        i = sent.index(auth[0])
+        assert sent[i + 1 : i + 3] == [
+            base64.b64encode(v.encode()) + b"\r\n"
+            for v in (ingress.credential.username, ingress.password)
+        ]
     (msg,) = await rows(ingress, messages)
     assert msg["message_id_header"].endswith("@relay.test>")
     assert msg["raw"].startswith(b"Message-ID: " + msg["message_id_header"].encode())
