@@ -38,11 +38,11 @@ from relay.model import (
 )
 from relay.store import deliveries as queue
 from relay.store import reports, stats, suppressions, webhooks
-from relay.store.accounts import record_use
+from relay.store.accounts import record_use_sync
 from relay.store.db import Database
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    from sqlalchemy.engine import Connection
 
 logger = log.get(__name__)
 
@@ -189,13 +189,19 @@ async def record_outcomes(
 ) -> list[DeliveryState | None]:
     """Apply a batch of outcomes in one transaction; None where the lease was lost."""
     decided = [(d, o, decide(d, o, policy, now, rng)) for d, o in results]
-    async with db.write() as conn:
-        mine = await queue.owned(conn, owner, [d.id for d, _, _ in decided])
+
+    def transaction(conn: Connection) -> set[int]:
+        # Synchronous, in one go (`Database.run_write`): on SQLite the write lock is held
+        # for the statements alone, not across event-loop turns.
+        mine = queue.owned_sync(conn, owner, [d.id for d, _, _ in decided])
         batch = _Batch(now, policy)
         for delivery, outcome, decision in decided:
             if delivery.id in mine:
                 batch.add(delivery, outcome, decision)
-        await batch.write(conn)
+        batch.write(conn)
+        return mine
+
+    mine = await db.run_write(transaction)
     states: list[DeliveryState | None] = []
     for delivery, outcome, decision in decided:
         metrics.delivery_outcome(_metric_label(decision) if delivery.id in mine else "lease_lost")
@@ -346,12 +352,12 @@ class _Batch:
             kind = str(state) if state is not DeliveryState.BOUNCED else "bounced"
             self.webhooks.append((delivery.tenant_id, kind, payload))
 
-    async def write(self, conn: AsyncConnection) -> None:
+    def write(self, conn: Connection) -> None:
         now = self.now
-        await queue.complete(conn, self.updates, self.attempts, self.counters, self.events)
+        queue.complete(conn, self.updates, self.attempts, self.counters, self.events)
         policy = self.policy
         for delivery, outcome in self.bounced:
-            await suppressions.add(
+            suppressions.add_sync(
                 conn,
                 delivery.tenant_id,
                 _key(delivery),
@@ -363,11 +369,11 @@ class _Batch:
             since = now - timedelta(seconds=policy.soft_bounce_window_s)
             for delivery in self.soft_failed:  # after the events above are written
                 key = _key(delivery)
-                found = await reports.soft_failures(
+                found = reports.soft_failures_sync(
                     conn, delivery.tenant_id, key, since, SENDER_REASONS
                 )
                 if found >= policy.soft_bounce_limit:
-                    await suppressions.add(
+                    suppressions.add_sync(
                         conn,
                         delivery.tenant_id,
                         key,
@@ -376,7 +382,7 @@ class _Batch:
                         expires_at=suppressions.expiry(policy.soft_bounce_ttl_s, now),
                     )
         if self.webhooks:
-            await webhooks.enqueue_many(conn, self.webhooks, at=now)
+            webhooks.enqueue_many_sync(conn, self.webhooks, at=now)
         # Last, right before the commit: rows every delivery process updates (this minute's
         # and today's account usage, this hour's stats counters). Their row locks are held
         # until the commit, so any statement after them would make other nodes wait longer.
@@ -385,8 +391,8 @@ class _Batch:
         for account in sorted({a for a, _ in self.usage}):
             sent = self.usage[(account, False)] + self.usage[(account, True)]
             bounced = self.usage[(account, True)]
-            await record_use(conn, account, now, sent, bounced)
-        await stats.bump_many(conn, self.metrics)  # the stats API's maintained counters
+            record_use_sync(conn, account, now, sent, bounced)
+        stats.bump_many_sync(conn, self.metrics)  # the stats API's maintained counters
 
 
 def _cause(outcome: Outcome, decision: Decision) -> str:

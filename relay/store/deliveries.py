@@ -187,6 +187,11 @@ async def renew(
 async def owned(conn: AsyncConnection, owner: str, ids: Iterable[int]) -> set[int]:
     """Of these deliveries, those `owner` still holds the lease on (locked on MySQL until
     the caller's transaction ends, so nobody recovers them in between)."""
+    return await conn.run_sync(owned_sync, owner, list(ids))
+
+
+def owned_sync(conn: Connection, owner: str, ids: Iterable[int]) -> set[int]:
+    """`owned` on a synchronous connection (a `Database.run_write` transaction)."""
     wanted = sorted(set(ids))
     if not wanted:
         return set()
@@ -195,17 +200,18 @@ async def owned(conn: AsyncConnection, owner: str, ids: Iterable[int]) -> set[in
     )
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
-    return {int(r.id) for r in await conn.execute(query)}
+    return {int(r.id) for r in conn.execute(query)}
 
 
-async def complete(
-    conn: AsyncConnection,
+def complete(
+    conn: Connection,
     updates: Sequence[dict[str, Any]],
     attempts: Sequence[dict[str, Any]],
     counters: Sequence[tuple[str, int, str, datetime, bool]],
     events: Sequence[dict[str, Any]],
 ) -> None:
-    """Write finished attempts in the caller's transaction, a few statements per batch.
+    """Write finished attempts in the caller's (synchronous) transaction, a few statements
+    per batch.
 
     `updates`: deliveries columns plus `b_id` (the row) and `b_tried` (1 adds an attempt);
     `attempts`/`events`: delivery_attempts / recipient_events rows; `counters`: (recipients
@@ -215,7 +221,7 @@ async def complete(
     for row in sorted(updates, key=lambda r: r["b_id"]):  # one lock order across workers
         shapes.setdefault(tuple(sorted(row)), []).append(row)
     for group in shapes.values():
-        await _update_many(
+        _update_many(
             conn,
             deliveries,
             group,
@@ -223,7 +229,7 @@ async def complete(
             extra=lambda v: {"attempts": deliveries.c.attempts + v("b_tried")},
         )
     if attempts:
-        await conn.execute(delivery_attempts.insert(), list(attempts))
+        conn.execute(delivery_attempts.insert(), list(attempts))
     bumps: dict[tuple[str, bool], Counter[tuple[int, str]]] = {}
     at = {}
     for column, tenant_id, key, when, bounce in counters:
@@ -238,7 +244,7 @@ async def complete(
         if bounce:
             for row in rows:
                 row["last_bounce_at"] = row["last_seen_at"]
-        await _update_many(
+        _update_many(
             conn,
             recipients,
             rows,
@@ -248,7 +254,7 @@ async def complete(
             extra=functools.partial(_bump, col),
         )
     if events:
-        await conn.execute(recipient_events.insert(), list(events))
+        conn.execute(recipient_events.insert(), list(events))
 
 
 _CHUNK = 500
@@ -258,8 +264,8 @@ def _bump(col: Any, value: Callable[[str], Any]) -> dict[str, Any]:
     return {col.name: col + value("b_n")}
 
 
-async def _update_many(
-    conn: AsyncConnection,
+def _update_many(
+    conn: Connection,
     table: Table,
     rows: Sequence[dict[str, Any]],
     where: Callable[[Callable[[str], Any]], Any],
@@ -282,7 +288,7 @@ async def _update_many(
 
         columns: dict[str, Any] = {k: bindparam(k) for k in keys if not k.startswith("b_")}
         stmt = update(table).where(where(param)).values(**columns, **extra(param))
-        await conn.execute(stmt, list(rows))
+        conn.execute(stmt, list(rows))
         return
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start : start + _CHUNK]
@@ -296,7 +302,7 @@ async def _update_many(
 
         columns = {k: value(k) for k in keys if not k.startswith("b_")}
         stmt = update(table).where(where(value)).values(**columns, **extra(value))
-        await conn.execute(stmt)
+        conn.execute(stmt)
 
 
 async def load_raw(db: Database, message_ids: Iterable[int]) -> dict[int, bytes]:
