@@ -1,16 +1,19 @@
 """Failover on AUTH refusal, against real servers that speak AUTH: a pool account whose
 login is refused (535 5.7.8) is skipped for the next account, paused at once with the reason
 "authentication refused" (shared through the database), and nothing of the message reaches
-the refusing server. Both databases."""
+the refusing server. An account's password may come from an environment variable it names
+(`password_env`). Both databases."""
 
 from __future__ import annotations
 
 import random
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 
 from relay.config import AccountConfig, Config, DeliveryConfig
+from relay.errors import ConfigError
 from relay.scheduler import Scheduler
 from relay.store import accounts
 from relay.store.db import Database, utcnow
@@ -75,3 +78,38 @@ async def test_auth_refused_account_is_skipped_and_paused(db: Database) -> None:
         tried = list(await conn.execute(select(delivery_attempts.c.account)))
     assert set(done) == {("delivered", "acct1")}
     assert {a.account for a in tried} == {"acct1"}  # the refusal is not a delivery attempt
+
+
+async def test_account_password_from_the_environment(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`password_env` names a variable: its value is what the upstream's AUTH receives."""
+    now = utcnow()
+    msg = await rows.message(db, await rows.tenant(db))
+    await rows.delivery(db, msg, "a@example.com", next_attempt_at=now, created_at=now)
+    monkeypatch.setenv("RELAY_TEST_POOL_PASSWORD", "from-the-env")
+    async with RecordingServer(auth={"carol": "from-the-env"}) as upstream:
+        account = AccountConfig(
+            name="acct0", host="127.0.0.1", port=upstream.port, tls="none",
+            username="carol", password="inline-is-not-used",
+            password_env="RELAY_TEST_POOL_PASSWORD",
+        )  # fmt: skip
+        config = Config(
+            delivery=DeliveryConfig(mode="smarthost", accounts=[account], connect_timeout=2.0)
+        )
+        pool = SmarthostPool(config.delivery, "relay.test", rng=random.Random(1))
+        s = Scheduler(config, db, pool, rng=random.Random(1), owner="w1")
+        await s.run_until_idle()
+        await pool.close()
+    assert upstream.logins == [("carol", True)]
+    assert [m.rcpt_tos for m in upstream.messages] == [["a@example.com"]]
+
+
+def test_account_password_env_unset_names_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RELAY_TEST_POOL_PASSWORD", raising=False)
+    account = AccountConfig(name="acct0", host="127.0.0.1", password_env="RELAY_TEST_POOL_PASSWORD")
+    config = DeliveryConfig(mode="smarthost", accounts=[account])
+    with pytest.raises(ConfigError) as info:
+        SmarthostPool(config, "relay.test")
+    assert info.value.key == "delivery.accounts.0.password_env"
+    assert "'RELAY_TEST_POOL_PASSWORD' is not set" in str(info.value)
