@@ -164,11 +164,22 @@ class AccountConfig(_Section):
     username: str = ""
     password: str = ""
     password_file: str = ""
+    password_env: str = ""  # the name of an environment variable holding the password
     weight: int = Field(1, ge=1)
     daily_limit: int = Field(0, ge=0)  # 0 = unlimited
     per_minute: int = Field(0, ge=0)  # 0 = unlimited
     warmup: list[int] = []  # day 1, day 2 … daily limits; the last value holds afterwards
     pool: str = "default"  # pools are chosen by [[delivery.routes]]
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if value and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError(
+                "expected the name of an environment variable such as 'RELAY_PRIMARY_PASSWORD'"
+                f", got {value!r}"
+            )
+        return value
 
 
 # --- delivery limits and shaping (README "Limits and shaping") ---
@@ -424,7 +435,10 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 
 def is_secret_key(key: str) -> bool:
     last = key.rsplit(".", 1)[-1]
-    return any(marker in last for marker in SECRET_MARKERS) and not last.endswith("_file")
+    # password_file / password_env name where the secret is, they are not secrets themselves
+    return any(marker in last for marker in SECRET_MARKERS) and not last.endswith(
+        ("_file", "_env")
+    )
 
 
 def _mask_url(url: str) -> str:
@@ -449,11 +463,29 @@ def masked(config: Config) -> dict[str, Any]:
     return result
 
 
-def read_secret(value: str, file: str, key: str) -> str:
-    """A secret given inline or in a file (the file wins; trailing newline stripped)."""
+def read_secret(
+    value: str,
+    file: str,
+    key: str,
+    env_name: str = "",
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """A secret given in a file (trailing newline stripped), else in the environment variable
+    named `env_name`, else inline: the first of them that is set wins."""
     if file:
         try:
             return Path(file).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as e:
             raise ConfigError(f"{key}_file", f"cannot read {file!r}: {e.strerror}") from None
+    if env_name:
+        found = (os.environ if env is None else env).get(env_name, "")
+        if not found:
+            raise ConfigError(f"{key}_env", f"environment variable {env_name!r} is not set")
+        return found
     return value
+
+
+def account_password(account: AccountConfig, index: int) -> str:
+    """A pool account's password: password_file, password_env or password."""
+    key = f"delivery.accounts.{index}.password"
+    return read_secret(account.password, account.password_file, key, account.password_env)

@@ -46,31 +46,23 @@ if TYPE_CHECKING:
 
 logger = log.get(__name__)
 
-# Texts that blame the sender (policy, reputation, spam), not the address: no suppression.
-_POLICY_WORDS = ("spam", "policy", "blocked", "blacklist", "blocklist", "reputation", "dmarc")
+# Failed deliveries that never count toward a recipient's soft-bounce escalation: the
+# sender's trouble, plus "policy", the reason relay recorded for such blocks before it used
+# sisimai's names only (events still in the escalation window after an upgrade).
+_NOT_THE_RECIPIENT = SENDER_REASONS | {"policy"}
 MIN_SERVER_DELAY_S = 60.0  # floor for a "try again in N seconds" reply
 SUPPRESSED_DETAIL = "suppressed"  # Outcome.details key set by the scheduler's pre-send check
 
 
 def classify(reply: SmtpReply) -> Classification:
-    """The bounce stream's classifier; the built-in rule below is the fallback for 5xx it
-    calls soft/unknown-without-reason (kept so policy texts never suppress)."""
-    found = classify_reply(reply)
-    if found.kind is not BounceKind.HARD or not reply.is_permanent:
-        return found
-    return _builtin(reply) if _builtin(reply).kind is not BounceKind.HARD else found
+    """The bounce stream's classification of a reply: sisimai reason names, RFC 3463 status.
 
-
-def _builtin(reply: SmtpReply) -> Classification:
-    status = reply.enhanced or ""
-    if reply.is_positive:
-        return Classification(BounceKind.NOT_BOUNCE, "delivered", status)
-    if reply.is_transient:
-        return Classification(BounceKind.SOFT, "temporary", status)
-    text = reply.text.lower()
-    if status.startswith("5.7.") or any(w in text for w in _POLICY_WORDS):
-        return Classification(BounceKind.SOFT, "policy", status)
-    return Classification(BounceKind.HARD, "user_unknown" if status == "5.1.1" else "hard", status)
+    One failure policy for delivery replies and DSNs alike (`relay.bounce`): hard only when
+    the address itself is bad; a policy, reputation or spam block (reasons in
+    `POLICY_REASONS`, most 5.7.x replies) is soft, charged to the account, never counted
+    toward the recipient's escalation.
+    """
+    return classify_reply(reply)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +301,7 @@ class _Batch:
             self.usage[(outcome.account, True)] += 1
         if state is DeliveryState.BOUNCED:
             self.bounced.append((delivery, outcome))
-        elif state is DeliveryState.FAILED and cause not in SENDER_REASONS:
+        elif state is DeliveryState.FAILED and cause not in _NOT_THE_RECIPIENT:
             self.soft_failed.append(delivery)
         self._event(delivery, outcome, decision)
 
@@ -370,7 +362,7 @@ class _Batch:
             for delivery in self.soft_failed:  # after the events above are written
                 key = _key(delivery)
                 found = reports.soft_failures_sync(
-                    conn, delivery.tenant_id, key, since, SENDER_REASONS
+                    conn, delivery.tenant_id, key, since, _NOT_THE_RECIPIENT
                 )
                 if found >= policy.soft_bounce_limit:
                     suppressions.add_sync(

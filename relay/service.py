@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 from relay import log, metrics, reloading, sdnotify
-from relay.config import Config, read_secret, split_hostport
+from relay.config import Config, account_password, read_secret, split_hostport
 from relay.errors import ConfigError, RelayError
 from relay.render.dkim import load_signer
 from relay.render.tokens import load_keyring
@@ -78,7 +78,7 @@ def load_secrets(config: Config, roles: Sequence[str]) -> None:
     if "delivery" in roles:
         load_signer(config)  # reads and test-signs every DKIM key
         for i, account in enumerate(config.delivery.accounts):
-            read_secret(account.password, account.password_file, f"delivery.accounts.{i}.password")
+            account_password(account, i)
     if "smtp" in roles and config.bounce_mailbox.host:
         mailbox = config.bounce_mailbox
         read_secret(mailbox.password, mailbox.password_file, "bounce_mailbox.password")

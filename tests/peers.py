@@ -10,6 +10,10 @@ message), and the server can drop the connection or stall. It counts connections
 can prove connection reuse, and records the chunks it read from the network so tests can
 see whether commands came pipelined (`RecordingServer(pipelining=True)` advertises
 PIPELINING, RFC 2920; aiosmtpd reads pipelined commands but does not advertise it).
+
+`RecordingServer(auth={"user": "password"})` offers AUTH PLAIN/LOGIN without TLS (loopback),
+requires it before MAIL (530), accepts those accounts and answers anything else, or an
+account named in `refuse_auth(...)`, `535 5.7.8`; every attempt is kept in `logins`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from types import TracebackType
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+AUTH_REFUSED = "535 5.7.8 Authentication credentials invalid"
 
 
 @dataclass
@@ -55,6 +61,8 @@ class _Handler:
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
+        if self.server.auth and not session.authenticated:
+            return "530 5.7.0 Authentication required"
         if self.server.mail_replies:
             return self.server.mail_replies.popleft()
         envelope.mail_from = address
@@ -101,6 +109,25 @@ class _Handler:
         return "250 2.0.0 OK queued"
 
 
+class _Authenticator:
+    def __init__(self, server: RecordingServer) -> None:
+        self.server = server
+
+    def __call__(
+        self, smtp: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False, message=AUTH_REFUSED)
+        login = data.login.decode("utf-8", "replace")
+        ok = login not in self.server.refused_logins and self.server.auth.get(
+            login
+        ) == data.password.decode("utf-8", "replace")
+        self.server.logins.append((login, ok))
+        if not ok:
+            return AuthResult(success=False, handled=False, message=AUTH_REFUSED)
+        return AuthResult(success=True, auth_data=data)
+
+
 class _CountingSMTP(SMTP):
     def __init__(self, *args: Any, recorder: RecordingServer, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -140,9 +167,13 @@ class RecordingServer:
         *,
         pipelining: bool = False,
         ssl_context: ssl.SSLContext | None = None,  # implicit TLS (tls_context: STARTTLS)
+        auth: dict[str, str] | None = None,  # username → password: require AUTH
         **smtp_kwargs: Any,
     ) -> None:
         self.pipelining = pipelining
+        self.auth = dict(auth or {})
+        self.refused_logins: set[str] = set()
+        self.logins: list[tuple[str, bool]] = []  # (username, accepted) per AUTH attempt
         self.chunks: list[bytes] = []  # as read from the network, in order
         self.messages: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}
@@ -152,6 +183,12 @@ class RecordingServer:
         self.connections = 0
         self.arrived = asyncio.Event()
         smtp_kwargs.setdefault("enable_SMTPUTF8", True)
+        if auth is not None:
+            smtp_kwargs.update(
+                # auth_required=True would warn (no TLS); handle_MAIL enforces it instead.
+                authenticator=_Authenticator(self),
+                auth_require_tls=False,
+            )
         self._controller = _Controller(
             self, hostname=hostname, port=0, ssl_context=ssl_context, server_kwargs=smtp_kwargs
         )
@@ -162,6 +199,10 @@ class RecordingServer:
 
     def script_rcpt(self, address: str, reply: str) -> None:
         self.rcpt_replies[address.lower()] = reply
+
+    def refuse_auth(self, *usernames: str) -> None:
+        """From now on, answer these accounts' AUTH with 535 5.7.8 (password or not)."""
+        self.refused_logins.update(usernames)
 
     def script_mail(self, *replies: str) -> None:
         """Replies for the next MAIL commands, in order (instead of 250)."""

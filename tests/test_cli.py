@@ -134,3 +134,32 @@ def test_serve_with_missing_dkim_key_is_one_line_exit_2(tmp_path: Path) -> None:
     out = relay("--config", "relay.toml", "serve", "--role", "delivery", cwd=tmp_path)
     assert out.returncode == 2
     assert "dkim.keys[0].key_file" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_account_password_env_in_check_config_and_serve(tmp_path: Path) -> None:
+    """check-config shows the variable's name, never the password; `relay serve` with the
+    variable unset stops before any port opens, with one line naming the key (exit 2)."""
+    assert relay("migrate", cwd=tmp_path).returncode == 0
+    (tmp_path / "relay.toml").write_text(
+        '[smtp]\nlisten = ["127.0.0.1:0"]\n[http]\nlisten = "127.0.0.1:0"\n'
+        '[delivery]\nmode = "smarthost"\n'
+        '[[delivery.accounts]]\nname = "primary"\nhost = "127.0.0.1"\nusername = "relay"\n'
+        'password_env = "RELAY_TEST_PRIMARY_PASSWORD"\n'
+    )
+    env = {"RELAY_TEST_PRIMARY_PASSWORD": "pw-never-shown"}
+    checked = relay("-c", "relay.toml", "check-config", "--json", cwd=tmp_path, env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "pw-never-shown" not in checked.stdout + checked.stderr
+    (account,) = json.loads(checked.stdout)["delivery"]["accounts"]
+    assert account["password_env"] == "RELAY_TEST_PRIMARY_PASSWORD"
+    out = relay("-c", "relay.toml", "serve", "--role", "delivery", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1] == (
+        "relay: config error: delivery.accounts.0.password_env: "
+        "environment variable 'RELAY_TEST_PRIMARY_PASSWORD' is not set"
+    )
+    assert "Traceback" not in out.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[delivery.accounts]]\nname = "p"\nhost = "h"\npassword_env = "not a name"\n')
+    out = relay("-c", str(bad), "check-config", cwd=tmp_path)
+    assert out.returncode == 2 and "delivery.accounts[0].password_env" in out.stderr

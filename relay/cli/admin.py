@@ -8,6 +8,7 @@ from typing import Any
 from relay.cli._args import command, group
 from relay.cli._context import Context
 from relay.cli._output import emit, emit_one
+from relay.errors import ConfigError, NotFound
 from relay.store import tenants as store
 
 
@@ -45,6 +46,22 @@ def register(sub: Any) -> None:
         help="let it bypass the suppression list with X-Relay-No-Suppression: 1",
     )
     p.add_argument("--hold", action="store_true", help="keep all mail from this login held")
+    p = command(
+        c,
+        "set",
+        credentials_set,
+        "hold a login's mail, or change its suppression bypass",
+        json=True,
+    )
+    p.add_argument("username")
+    p.add_argument(
+        "--hold", choices=["on", "off"], help="hold all mail from this login, or stop holding"
+    )
+    p.add_argument(
+        "--allow-no-suppression",
+        choices=["on", "off"],
+        help="let it bypass the suppression list with X-Relay-No-Suppression: 1, or not",
+    )
     p = command(c, "list", credentials_list, "list SMTP logins (never their passwords)", json=True)
     p.add_argument("--tenant", help="only this tenant's")
     for action, text in (
@@ -118,21 +135,45 @@ async def credentials_add(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def _credential_record(c: store.Credential, tenant: str) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "tenant": tenant,
+        "username": c.username,
+        "hold": c.hold,
+        "disabled": c.disabled,
+        "allow_no_suppression": c.allow_no_suppression,
+    }
+
+
+_CREDENTIAL_COLUMNS = ["id", "tenant", "username", "hold", "disabled", "allow_no_suppression"]
+
+
+async def credentials_set(args: argparse.Namespace, ctx: Context) -> int:
+    values: dict[str, Any] = {}
+    if args.hold is not None:
+        values["hold"] = args.hold == "on"
+    if args.allow_no_suppression is not None:
+        values["allow_no_suppression"] = args.allow_no_suppression == "on"
+    if not values:
+        raise ConfigError(
+            "credentials set", "give --hold on|off and/or --allow-no-suppression on|off"
+        )
+    async with ctx.database() as db:
+        await store.set_credential(db, args.username, **values)
+        cred = await store.find_credential(db, args.username)
+        if cred is None:  # deleted between the two statements
+            raise NotFound(f"no SMTP credential with username {args.username!r}")
+        tenant = await store.get_tenant_by_id(db, cred.tenant_id)
+    emit_one(_credential_record(cred, tenant.name), args.json)
+    return 0
+
+
 async def credentials_list(args: argparse.Namespace, ctx: Context) -> int:
     async with ctx.database() as db:
         tenant = await store.get_tenant(db, args.tenant) if args.tenant else None
-        rows = [
-            {
-                "id": c.id,
-                "tenant": name,
-                "username": c.username,
-                "hold": c.hold,
-                "disabled": c.disabled,
-                "allow_no_suppression": c.allow_no_suppression,
-            }
-            for c, name in await store.list_credentials(db, tenant)
-        ]
-    emit(rows, ["id", "tenant", "username", "hold", "disabled", "allow_no_suppression"], args.json)
+        rows = [_credential_record(c, name) for c, name in await store.list_credentials(db, tenant)]
+    emit(rows, _CREDENTIAL_COLUMNS, args.json)
     return 0
 
 

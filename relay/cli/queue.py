@@ -180,7 +180,11 @@ async def queue_release(args: argparse.Namespace, ctx: Context) -> int:
         raise ConfigError("queue release", "give a message id, --tenant or --credential")
     async with ctx.database() as db:
         count = await store.release_held(db, args.id, args.tenant, args.credential)
-    emit_one({"released": count}, args.json, [f"{count} held delivery(ies) released, due now"])
+    emit_one(
+        {"released": count},
+        args.json,
+        [f"{count} held delivery(ies) released (due now, or at their scheduled or retry time)"],
+    )
     return 0
 
 

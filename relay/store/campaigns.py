@@ -1,8 +1,10 @@
 """Campaigns: listing, lookup by name, and pause / resume / cancel of their deliveries.
 
 Pause: state paused, its queued/deferred deliveries → held. Resume: its held deliveries →
-queued (due now). Cancel: every delivery not yet sent (queued, deferred, held) → cancelled.
-A delivery being sent right now (leased) finishes; the scheduler never leases held ones.
+queued, or deferred if tried before, each due when it was due before the pause (a scheduled
+send time or a retry's backoff is kept) or now. Cancel: every delivery not yet sent (queued,
+deferred, held) → cancelled. A delivery being sent right now (leased) finishes; the
+scheduler never leases held ones.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from relay.errors import NotFound
 from relay.model import CampaignState, DeliveryState
 from relay.store.db import utcnow
-from relay.store.tables import campaigns, deliveries, recipient_events
+from relay.store.deliveries import unheld
+from relay.store.tables import (
+    campaigns,
+    deliveries,
+    messages,
+    recipient_events,
+    smtp_credentials,
+    tenants,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,18 +96,27 @@ async def pause(conn: AsyncConnection, campaign: Campaign) -> int:
 
 
 async def resume(conn: AsyncConnection, campaign: Campaign) -> int:
-    """Queue the campaign's held deliveries again, due now; returns how many."""
+    """Queue the campaign's held deliveries again (see `deliveries.unheld`); returns how many.
+
+    Mail of a tenant or SMTP login that is on hold stays held: resuming the campaign must not
+    send staging mail (`relay queue release` does that)."""
     if campaign.state == CampaignState.CANCELLED:
         return 0
     await _set_state(conn, campaign.id, CampaignState.ACTIVE)
-    now = utcnow()
-    return await _move(
-        conn,
-        campaign.id,
-        (DeliveryState.HELD.value,),
-        DeliveryState.QUEUED.value,
-        next_attempt_at=now,
+    held_tenants = select(tenants.c.id).where(tenants.c.hold.is_(True))
+    held_logins = select(smtp_credentials.c.id).where(smtp_credentials.c.hold.is_(True))
+    held_messages = select(messages.c.id).where(messages.c.credential_id.in_(held_logins))
+    result = await conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.campaign_id == campaign.id,
+            deliveries.c.state == DeliveryState.HELD.value,
+            deliveries.c.tenant_id.not_in(held_tenants),
+            deliveries.c.message_id.not_in(held_messages),
+        )
+        .values(**unheld(utcnow()))
     )
+    return int(result.rowcount)
 
 
 async def cancel(conn: AsyncConnection, campaign: Campaign) -> int:

@@ -387,6 +387,19 @@ def _requeued(now: datetime) -> dict[str, Any]:
     }
 
 
+def unheld(now: datetime) -> dict[str, Any]:
+    """Column values that take a `held` delivery back to the queue: `deferred` if it was
+    tried before, else `queued`, due when it was due anyway (a scheduled send time, a
+    retry's backoff) or now if that time has passed. Never "due now" outright: releasing a
+    hold must not send scheduled mail early or skip a backoff."""
+    due = deliveries.c.next_attempt_at
+    return {
+        "state": _BACK_TO_QUEUE,
+        "next_attempt_at": case((due < now, now), else_=due),
+        "updated_at": now,
+    }
+
+
 async def recover_expired(db: Database, now: datetime) -> int:
     """Return deliveries whose lease ran out (their worker died) to the queue."""
     expired = (

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from relay.errors import NotFound
 from relay.model import FINAL_STATES, DeliveryState
 from relay.store.db import Database, utcnow
+from relay.store.deliveries import unheld
 from relay.store.tables import (
     campaigns,
     deliveries,
@@ -204,7 +205,8 @@ async def release_held(
     tenant: str | None = None,
     credential: str | None = None,
 ) -> int:
-    """Send held deliveries (tenant or credential on hold): `held` → `queued`, due now.
+    """Send held deliveries (tenant or credential on hold): `held` → `queued` (`deferred` if
+    tried before), due when they were due anyway (`X-Relay-Send-At`, a retry's backoff) or now.
 
     One message, or in bulk every held delivery of a tenant and/or of one SMTP login.
     Deliveries held because their campaign is paused stay held (resume the campaign).
@@ -232,11 +234,8 @@ async def release_held(
         conditions.append(
             deliveries.c.campaign_id.is_(None) | deliveries.c.campaign_id.not_in(paused)
         )
-        now = utcnow()
         result = await conn.execute(
-            update(deliveries)
-            .where(*conditions)
-            .values(state=DeliveryState.QUEUED.value, next_attempt_at=now, updated_at=now)
+            update(deliveries).where(*conditions).values(**unheld(utcnow()))
         )
     return int(result.rowcount)
 

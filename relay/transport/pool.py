@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from relay import log
-from relay.config import AccountConfig, DeliveryConfig, read_secret
+from relay.config import AccountConfig, DeliveryConfig, account_password
 from relay.model import WAIT_DETAIL, Delivery, Outcome, SmtpReply
 from relay.store.accounts import AccountRow
 from relay.transport.session import Endpoint, SessionCache
@@ -82,7 +82,7 @@ class SmarthostPool:
             config.idle_connection_timeout,
         )
         self.accounts = [
-            AccountState(a, _endpoint(a, f"delivery.accounts.{i}"))
+            AccountState(a, _endpoint(a, i))
             for i, a in enumerate(config.accounts)
         ]
         self._turn = itertools.count()
@@ -211,6 +211,6 @@ def _until_tomorrow_s() -> float:
     return (tomorrow - now).total_seconds() + 1.0
 
 
-def _endpoint(account: AccountConfig, key: str) -> Endpoint:
-    password = read_secret(account.password, account.password_file, key + ".password")
+def _endpoint(account: AccountConfig, index: int) -> Endpoint:
+    password = account_password(account, index)
     return Endpoint(account.host, account.port, account.tls, account.username, password)
