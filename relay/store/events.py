@@ -12,14 +12,14 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import EventType
-from relay.store import stats, suppressions, webhooks
+from relay.store import _scanners, stats, suppressions, webhooks
 from relay.store.tables import deliveries, links, recipient_events
 
 OPENED, CLICKED = EventType.OPENED.value, EventType.CLICKED.value
@@ -92,7 +92,8 @@ async def record_tracking(
 
     Events for deliveries that no longer exist (pruned) are skipped. Machine flags added
     here need stored data: a click within `machine_click_window_s` of delivery, and a
-    delivery whose links (two or more) were all hit within one second.
+    delivery whose links (two or more) were all hit within one second, counting the clicks
+    the flushes before stored in that second (relay.store._scanners).
     """
     ids = sorted({e.delivery_id for e in batch})
     if not ids:
@@ -102,8 +103,9 @@ async def record_tracking(
         for r in await conn.execute(select(*_OWNER_COLUMNS).where(deliveries.c.id.in_(ids)))
     }
     batch = [e for e in batch if e.delivery_id in owners]
-    batch = _flag_machine_clicks(batch, owners, machine_click_window_s)
-    batch = _flag_all_links_hit(batch, await _link_counts(conn, owners))
+    batch = _scanners.flag_early_clicks(batch, owners, machine_click_window_s)
+    # Before reading what is stored: a scan straddling the last flush flips stored clicks.
+    batch, corrections = await _scanners.flag_scans(conn, batch, owners)
     # What is already stored: (delivery, type) seen at all, and seen from a human.
     seen: set[tuple[int, str]] = set()
     seen_human: set[tuple[int, str]] = set()
@@ -121,7 +123,7 @@ async def record_tracking(
             seen_human.add((delivery_id, kind))
 
     inserts: list[dict[str, Any]] = []
-    counts: Counter[stats.CounterKey] = Counter()
+    counts: Counter[stats.CounterKey] = Counter(corrections)
     engagement: dict[tuple[int, str], dict[str, Any]] = defaultdict(
         lambda: {"open_count": 0, "click_count": 0, "last_open_at": None, "last_click_at": None}
     )
@@ -285,52 +287,6 @@ def _row(e: TrackEvent, owner: DeliveryOwner, unique: bool) -> dict[str, Any]:
         "user_agent": (e.user_agent or "")[:512] or None,
         "detail": {"implied_by": "click"} if e.implied else None,
     }
-
-
-def _flag_machine_clicks(
-    batch: list[TrackEvent], owners: dict[int, DeliveryOwner], window_s: float
-) -> list[TrackEvent]:
-    window = timedelta(seconds=window_s)
-    out = []
-    for e in batch:
-        final_at = owners[e.delivery_id].final_at
-        if e.type == CLICKED and final_at is not None and e.occurred_at - final_at < window:
-            e = replace(e, machine=True)
-        out.append(e)
-    return out
-
-
-async def _link_counts(conn: AsyncConnection, owners: dict[int, DeliveryOwner]) -> dict[int, int]:
-    message_ids = sorted({o.message_id for o in owners.values()})
-    rows = await conn.execute(
-        select(links.c.message_id, func.count())
-        .where(links.c.message_id.in_(message_ids))
-        .group_by(links.c.message_id)
-    )
-    per_message = {int(m): int(n) for m, n in rows}
-    return {d: per_message.get(o.message_id, 0) for d, o in owners.items()}
-
-
-def _flag_all_links_hit(batch: list[TrackEvent], link_counts: dict[int, int]) -> list[TrackEvent]:
-    """Scanners follow every link of a mail at once; people do not."""
-    clicks: dict[int, list[TrackEvent]] = defaultdict(list)
-    for e in batch:
-        if e.type == CLICKED:
-            clicks[e.delivery_id].append(e)
-    flagged: set[int] = set()
-    for delivery_id, events in clicks.items():
-        total = link_counts.get(delivery_id, 0)
-        if total < 2:
-            continue
-        events.sort(key=lambda e: e.occurred_at)
-        hit = {e.link_id for e in events}
-        span = events[-1].occurred_at - events[0].occurred_at
-        if len(hit) >= total and span <= timedelta(seconds=1):
-            flagged.add(delivery_id)
-    return [
-        replace(e, machine=True) if e.type == CLICKED and e.delivery_id in flagged else e
-        for e in batch
-    ]
 
 
 async def for_message(conn: AsyncConnection, message_id: int, limit: int = 500) -> list[Any]:

@@ -333,3 +333,65 @@ async def test_flush_runs_on_the_writer_thread_not_the_request_loop(
     assert threads == {"relay-event-writer"}
     assert threading.current_thread().name != "relay-event-writer"
     assert len(await _events(db)) == 1
+
+
+async def test_scan_straddling_two_flushes_is_machine(
+    app: Starlette, client: httpx.AsyncClient, db: Database, keyring: Keyring, clock: Clock
+) -> None:
+    """A scanner's clicks on all links within a second, split by a flush: the stored first
+    click (and the open it implied) become machine and leave the human stats; a person
+    clicking a minute later is then the first human click."""
+    tenant_id, delivery_id, (first, second) = await _delivery(
+        db, ("https://a.example/", "https://b.example/")
+    )
+
+    async def click(link_id: int) -> None:
+        token = keyring.sign(TokenData(TokenKind.CLICK, delivery_id, link_id))
+        r = await client.get(f"/track/click/{token}", headers={"User-Agent": BROWSER})
+        assert r.status_code == 302
+
+    async def totals() -> tuple[int, ...]:
+        async with db.read() as conn:
+            t = await stats.totals(conn, tenant_id)
+        names = ("clicked", "clicked_human", "clicked_unique_human", "opened_unique_human")
+        return tuple(t[name] for name in names)
+
+    await click(first)
+    await state(app).buffer.flush()
+    assert [(e.type, bool(e.machine)) for e in await _events(db)] == [
+        ("opened", False),
+        ("clicked", False),
+    ]
+    assert await totals() == (1, 1, 1, 1)
+
+    clock.now = NOW + timedelta(milliseconds=400)
+    await click(second)
+    await state(app).buffer.flush()
+    assert [(e.type, bool(e.machine)) for e in await _events(db)] == [
+        ("opened", True),
+        ("clicked", True),
+        ("clicked", True),
+    ]
+    assert await totals() == (2, 0, 0, 0)
+
+    clock.now = NOW + timedelta(minutes=1)
+    await click(first)
+    await state(app).buffer.flush()
+    assert [bool(e.machine) for e in await _events(db)][-1] is False
+    assert await totals() == (3, 1, 1, 0)
+
+
+async def test_clicks_at_a_human_pace_across_flushes_stay_human(
+    app: Starlette, client: httpx.AsyncClient, db: Database, keyring: Keyring, clock: Clock
+) -> None:
+    _, delivery_id, link_ids = await _delivery(db, ("https://a.example/", "https://b.example/"))
+    for n, link_id in enumerate(link_ids):
+        clock.now = NOW + timedelta(seconds=3 * n)
+        token = keyring.sign(TokenData(TokenKind.CLICK, delivery_id, link_id))
+        await client.get(f"/track/click/{token}", headers={"User-Agent": BROWSER})
+        await state(app).buffer.flush()
+    assert [(e.type, bool(e.machine)) for e in await _events(db)] == [
+        ("opened", False),
+        ("clicked", False),
+        ("clicked", False),
+    ]
