@@ -78,6 +78,21 @@ async def link_target(conn: AsyncConnection, link_id: int) -> tuple[int, int, st
     return (int(row[0]), int(row[1]), str(row[2])) if row else None
 
 
+async def click_target(
+    conn: AsyncConnection, link_id: int, delivery_id: int
+) -> tuple[int, int, str] | None:
+    """(message_id, position, url) of a tracked link, if it belongs to the delivery's
+    message: one round trip, two primary-key lookups."""
+    row = (
+        await conn.execute(
+            select(links.c.message_id, links.c.position, links.c.url)
+            .join(deliveries, deliveries.c.message_id == links.c.message_id)
+            .where(links.c.id == link_id, deliveries.c.id == delivery_id)
+        )
+    ).first()
+    return (int(row[0]), int(row[1]), str(row[2])) if row else None
+
+
 async def delivery_message(conn: AsyncConnection, delivery_id: int) -> int | None:
     value = (
         await conn.execute(select(deliveries.c.message_id).where(deliveries.c.id == delivery_id))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
 
-from relay.config import Config
+from relay.config import Config, DatabaseConfig
 from relay.render.tokens import Keyring, TokenData, TokenKind
 from relay.store import stats
 from relay.store.db import Database
@@ -395,3 +397,71 @@ async def test_clicks_at_a_human_pace_across_flushes_stay_human(
         ("clicked", False),
         ("clicked", False),
     ]
+
+
+async def test_click_reads_at_most_one_query_and_none_when_cached(
+    app: Starlette, client: httpx.AsyncClient, db: Database, keyring: Keyring
+) -> None:
+    """The redirect needs the URL: a cold click costs one query by primary keys, a cached
+    one none (the clicks' events stay in the buffer: no write either)."""
+    from sqlalchemy import event
+
+    tenant_id, delivery_id, (link_id,) = await _delivery(db)
+    message_id = await rows.message(db, tenant_id)
+    other_message = await rows.delivery(db, message_id, recipient="x@example.com")
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):  # SQLite's own BEGIN
+            statements.append(statement)
+
+    async def click(delivery: int, link: int) -> int:
+        statements.clear()
+        token = keyring.sign(TokenData(TokenKind.CLICK, delivery, link))
+        r = await client.get(f"/track/click/{token}", headers={"User-Agent": BROWSER})
+        assert all(s.lstrip().upper().startswith("SELECT") for s in statements), statements
+        return r.status_code
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await click(delivery_id, link_id) == 302 and len(statements) == 1
+        assert await click(delivery_id, link_id) == 302 and statements == []
+        # The link is cached; a delivery of another message needs its message id only,
+        # and its token for this link is still refused.
+        assert await click(other_message, link_id) == 404 and len(statements) == 1
+        assert await click(other_message, link_id) == 404 and statements == []
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(state(app).buffer) == 2
+
+
+@pytest.mark.parametrize(
+    "dead_url",
+    ["mysql+aiomysql://root@127.0.0.1:1/relay", "sqlite+aiosqlite:///{tmp}/no/such/dir/relay.db"],
+    ids=["mysql-refused", "sqlite-unopenable"],
+)
+async def test_database_down_pixel_still_served_reads_and_writes_503(
+    config: Config, keyring: Keyring, tmp_path: Path, dead_url: str
+) -> None:
+    """The open pixel never waits on the database; a cold click (it must read its URL) and
+    an unsubscribe (written at once) answer 503 `unavailable`, so the sender retries."""
+    dead = Database.from_config(DatabaseConfig(url=dead_url.format(tmp=tmp_path)))
+    app = create_app(config, dead, keyring=keyring)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as c:
+            r = await c.get(f"/track/open/{keyring.sign(TokenData(TokenKind.OPEN, 7))}")
+            assert r.status_code == 200 and r.content == PIXEL
+            click = await c.get(f"/track/click/{keyring.sign(TokenData(TokenKind.CLICK, 7, 3))}")
+            unsubscribe = await c.post(
+                f"/unsubscribe/{keyring.sign(TokenData(TokenKind.UNSUBSCRIBE, 7))}",
+                content=b"List-Unsubscribe=One-Click",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        for r in (click, unsubscribe):
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "unavailable"
+            assert "location" not in r.headers
+        assert len(state(app).buffer) == 1  # the open waits in the buffer
+    finally:
+        await dead.dispose()
