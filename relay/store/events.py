@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import false, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import EventType
@@ -122,20 +122,7 @@ async def record_tracking(
     # Before reading what is stored: a scan straddling the last flush flips stored clicks.
     batch, corrections = await _scanners.flag_scans(conn, batch, owners)
     # What is already stored: (delivery, type) seen at all, and seen from a human.
-    seen: set[tuple[int, str]] = set()
-    seen_human: set[tuple[int, str]] = set()
-    rows = await conn.execute(
-        select(recipient_events.c.delivery_id, recipient_events.c.type, recipient_events.c.machine)
-        .where(
-            recipient_events.c.delivery_id.in_(list(owners)),
-            recipient_events.c.type.in_((OPENED, CLICKED)),
-        )
-        .distinct()
-    )
-    for delivery_id, kind, machine in rows:
-        seen.add((delivery_id, kind))
-        if not machine:
-            seen_human.add((delivery_id, kind))
+    seen, seen_human = await _seen(conn, sorted(owners))
 
     inserts: list[dict[str, Any]] = []
     counts: Counter[stats.CounterKey] = Counter(corrections)
@@ -192,6 +179,37 @@ async def record_tracking(
             ],
         )
     return len(inserts)
+
+
+async def _seen(
+    conn: AsyncConnection, delivery_ids: list[int]
+) -> tuple[set[tuple[int, str]], set[tuple[int, str]]]:
+    """(delivery, type) pairs already stored at all, and from a human.
+
+    EXISTS probes on the (delivery_id, type) index stop at the first row; reading the
+    distinct (delivery, type, machine) of every stored event instead cost a flush more for
+    each open a delivery already had (a pixel hit again and again: 75 → 130 µs an event)."""
+    r = recipient_events.c
+    kinds = (OPENED, CLICKED)
+
+    def probe(kind: str, human: bool) -> Any:
+        query = select(r.id).where(r.delivery_id == deliveries.c.id, r.type == kind)
+        return (query.where(r.machine == false()) if human else query).exists()
+
+    rows = await conn.execute(
+        select(deliveries.c.id, *(probe(k, human) for k in kinds for human in (False, True))).where(
+            deliveries.c.id.in_(delivery_ids)
+        )
+    )
+    seen: set[tuple[int, str]] = set()
+    seen_human: set[tuple[int, str]] = set()
+    for delivery_id, *found in rows:
+        for n, kind in enumerate(kinds):
+            if found[2 * n]:
+                seen.add((delivery_id, kind))
+            if found[2 * n + 1]:
+                seen_human.add((delivery_id, kind))
+    return seen, seen_human
 
 
 # The two executemany statements of a flush go to the driver as prebuilt tuples: SQLAlchemy's
