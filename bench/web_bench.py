@@ -3,10 +3,13 @@
 `stats`: fills a database with N deliveries and 3N events (bulk inserts, with the matching
 stat counters), then times GET /stats/overview and GET /campaigns/{id} (p50/p99) through
 the ASGI app. `pixel`: serves the web app with uvicorn (httptools, uvloop) in a child
-process and loads /track/open with `wrk` from another process.
+process and loads /track/open from another process: with `wrk` as fast as it can
+(saturation), or with `--rate N` at a fixed offered rate with `h2load --rps` (Debian
+nghttp2-client), which is how a latency target is measured.
 
     .venv/bin/python -m bench.web_bench stats --url sqlite+aiosqlite:///var/b.db -n 1000000
     .venv/bin/python -m bench.web_bench pixel --seconds 5 --connections 100 --runs 3 --baseline
+    .venv/bin/python -m bench.web_bench pixel --rate 5000 --seconds 25 --runs 3 --baseline
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import random
 import re
@@ -389,6 +393,66 @@ def _wrk(port: int, script: Path, seconds: int, connections: int, threads: int, 
     )
 
 
+AGENT = "Mozilla/5.0 (Windows NT 10.0) Thunderbird/115.0"
+
+
+def _h2load(
+    port: int, paths: Path, seconds: int, connections: int, rate: int, pid: int, log: Path
+) -> str:
+    """`rate` requests/s offered over `connections` HTTP/1.1 connections (each sends at
+    rate/connections per second) for `seconds`; percentiles from h2load's per-request log
+    (time from sending a request to the end of its response)."""
+    if rate % connections:
+        raise SystemExit(f"--rate {rate} must be a multiple of --connections {connections}")
+    per_connection = rate // connections
+    period_ms = 1000 / per_connection
+    load = os.getloadavg()
+    cpu = _cpu_s(pid)
+    log.unlink(missing_ok=True)
+    subprocess.run(
+        [
+            "h2load",
+            "--h1",
+            "-t1",
+            f"-c{connections}",
+            f"--rps={per_connection}",
+            f"-n{rate * seconds}",
+            # Connections opened evenly over one send period, so their fixed-rate timers are
+            # out of phase: a smooth `rate`, not a burst of `connections` requests at once.
+            f"--rate={math.ceil(connections / period_ms)}",
+            "--rate-period=1ms",
+            f"-i{paths}",
+            f"--base-uri=http://127.0.0.1:{port}",
+            f"--header=User-Agent: {AGENT}",
+            f"--log-file={log}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cpu = _cpu_s(pid) - cpu
+    after = os.getloadavg()
+    rows = [line.split("\t") for line in log.read_text().splitlines() if line]
+    if not rows:
+        return "no requests completed"
+    elapsed_ms = sorted(int(r[2]) / 1000 for r in rows)
+    starts = [int(r[0]) for r in rows]
+    span_s = (max(starts) - min(starts)) / 1e6 or 1.0
+    bad = sum(1 for r in rows if r[1] != "200")
+
+    def pct(q: float) -> float:
+        return elapsed_ms[min(len(elapsed_ms) - 1, int(q * len(elapsed_ms)))]
+
+    return (
+        f"offered {rate:,} req/s, sent {len(rows) / span_s:,.0f} req/s ({len(rows):,} requests"
+        f"{f', {bad} not 200' if bad else ''}), p50 {pct(0.50):.2f} ms, p90 {pct(0.90):.2f} ms,"
+        f" p99 {pct(0.99):.2f} ms, p99.9 {pct(0.999):.2f} ms, max {elapsed_ms[-1]:.1f} ms,"
+        f" server CPU {cpu / len(rows) * 1e6:.0f} µs/request"
+        f" (load average 1/5/15 min before: {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f},"
+        f" after: {after[0]:.2f})"
+    )
+
+
 def _port() -> int:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -397,9 +461,12 @@ def _port() -> int:
     return port
 
 
-def bench_pixel(seconds: int, connections: int, threads: int, runs: int, baseline: bool) -> None:
+def bench_pixel(
+    seconds: int, connections: int, threads: int, runs: int, baseline: bool, rate: int = 0
+) -> None:
     """relay's web role (and, with --baseline, a bare ASGI app on the same uvicorn setup)
-    under wrk, `runs` times each, alternating; opens rotate over 1,000 real deliveries."""
+    under wrk (or h2load at a fixed `rate`), `runs` times each, alternating; opens rotate
+    over 1,000 real deliveries."""
     tmp = Path(tempfile.mkdtemp())
     url = f"sqlite+aiosqlite:///{tmp / 'pixel.db'}"
     port = _port()
@@ -432,10 +499,20 @@ def bench_pixel(seconds: int, connections: int, threads: int, runs: int, baselin
             "request = function()\n"
             "  i = i % #tokens + 1\n"
             '  return wrk.format("GET", "/track/open/" .. tokens[i], '
-            '{["User-Agent"] = "Mozilla/5.0 (Windows NT 10.0) Thunderbird/115.0"})\n'
+            '{["User-Agent"] = "' + AGENT + '"})\n'
             "end\n"
         )
+        paths = tmp / "paths.txt"
+        paths.write_text("".join(f"/track/open/{t}\n" for t in tokens))
+        log = tmp / "h2load.tsv"
         for run in range(1, runs + 1):
+            if rate:
+                relay_run = _h2load(port, paths, seconds, connections, rate, server.pid, log)
+                print(f"run {run} relay: {relay_run}")
+                if bare:
+                    bare_run = _h2load(bare_port, paths, seconds, connections, rate, bare.pid, log)
+                    print(f"run {run} bare:  {bare_run}")
+                continue
             print(
                 f"run {run} relay: {_wrk(port, script, seconds, connections, threads, server.pid)}"
             )
@@ -547,6 +624,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--baseline", action="store_true", help="also load a bare ASGI app")
+    p.add_argument(
+        "--rate",
+        type=int,
+        default=0,
+        help="offer this many requests/s (h2load --rps) instead of saturating with wrk",
+    )
     sub.add_parser("serve")
     b = sub.add_parser("serve-bare")
     b.add_argument("port", type=int)
@@ -554,7 +637,9 @@ def main() -> None:
     if args.cmd == "stats":
         asyncio.run(bench_stats(args.url, args.deliveries, args.requests, args.reuse))
     elif args.cmd == "pixel":
-        bench_pixel(args.seconds, args.connections, args.threads, args.runs, args.baseline)
+        bench_pixel(
+            args.seconds, args.connections, args.threads, args.runs, args.baseline, args.rate
+        )
     elif args.cmd == "serve-bare":
         serve_bare(args.port)
     else:

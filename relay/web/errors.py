@@ -1,8 +1,8 @@
 """Errors at the web edge: every failure becomes JSON `{"error": {"code", "message"}}`.
 
 Input: exceptions raised by handlers (ApiError, relay errors, Starlette HTTP errors, bugs).
-Output: JSON responses with a fitting status; bugs are logged with an id and answered 500
-without a traceback.
+Output: JSON responses with a fitting status (the database unreachable: 503); bugs are
+logged with an id and answered 500 without a traceback.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from starlette.responses import JSONResponse, Response
 
 from relay import log as relay_log
 from relay.errors import Conflict, NotFound, StoreUnavailable
+from relay.store.availability import UNAVAILABLE
+from relay.store.db import describe_error
 
 log = relay_log.get(__name__)
 
@@ -53,7 +55,8 @@ async def _conflict(_request: Request, exc: Exception) -> Response:
 
 
 async def _unavailable(_request: Request, exc: Exception) -> Response:
-    log.warning("web.store_unavailable", error=str(exc))
+    """Our own trouble, not the caller's: 503, so clients (and RFC 8058 senders) retry."""
+    log.warning("web.store_unavailable", error=describe_error(exc))  # no path: it holds tokens
     return error_response(503, "unavailable", "the database is unavailable; try again later")
 
 
@@ -77,6 +80,7 @@ EXCEPTION_HANDLERS = {
     NotFound: _not_found,
     Conflict: _conflict,
     StoreUnavailable: _unavailable,
+    **dict.fromkeys(UNAVAILABLE, _unavailable),  # a driver's "cannot reach" is not a bug
     HTTPException: _http,
     Exception: _bug,
 }

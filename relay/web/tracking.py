@@ -2,9 +2,9 @@
 is relay.web.pixel, in front of the router).
 
 Input: signed tokens (relay.render.tokens); a bad token is refused without a database
-lookup. Output: the GIF, a 302 to the stored URL, or the unsubscribe pages. Opens and clicks
-go to the event buffer (never awaiting the database); an unsubscribe is written at once,
-because losing one is not acceptable.
+lookup. Output: a 302 to the stored URL, or the unsubscribe pages. Opens and clicks go to
+the event buffer (never awaiting a write); a click reads its URL, from a cache or by one
+primary-key query; an unsubscribe is written at once, because losing one is not acceptable.
 """
 
 from __future__ import annotations
@@ -38,19 +38,25 @@ def _not_found_page() -> Response:
 
 
 async def _click_target(state: WebState, data: TokenData) -> tuple[int, str] | None:
-    """(link position, url) if the token's link belongs to its delivery's message."""
+    """(link position, url) if the token's link belongs to its delivery's message.
+
+    The one tracking read of the database: the redirect needs the URL. Both halves are
+    cached (http.link_cache_size); a miss costs one query by primary keys."""
     link = state.links.get(data.link_id)
     message_id = state.delivery_messages.get(data.delivery_id)
     if link is None or message_id is None:
         async with state.db.read() as conn:
-            if link is None:
+            if link is None and message_id is None:
+                link = await store_events.click_target(conn, data.link_id, data.delivery_id)
+                message_id = link[0] if link is not None else None
+            elif link is None:
                 link = await store_events.link_target(conn, data.link_id)
-                if link is not None:
-                    state.links.put(data.link_id, link)
-            if message_id is None:
+            else:
                 message_id = await store_events.delivery_message(conn, data.delivery_id)
-                if message_id is not None:
-                    state.delivery_messages.put(data.delivery_id, message_id)
+        if link is not None:
+            state.links.put(data.link_id, link)
+        if message_id is not None:
+            state.delivery_messages.put(data.delivery_id, message_id)
     if link is None or message_id is None or link[0] != message_id:
         return None
     return link[1], link[2]

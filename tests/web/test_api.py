@@ -306,3 +306,20 @@ async def test_release_held_message_is_tenant_scoped(
     async with db.read() as conn:
         after = dict(list(await conn.execute(select(deliveries.c.id, deliveries.c.state))))
     assert [after[i] for i in held] == ["queued", "queued"] and after[done] == "delivered"
+
+
+async def test_admin_writes_for_a_missing_tenant_are_404(
+    client: httpx.AsyncClient, db: Database, admin: Tenant, tenant_a: Tenant
+) -> None:
+    """Found by schemathesis with an admin key: ?tenant= naming no tenant was a 500."""
+    missing = tenant_a.id + 1000
+    writes = [
+        ("/api/v1/suppressions", {"email": "x@example.com"}),
+        ("/api/v1/webhooks", {"url": "https://hooks.example/h"}),
+    ]
+    for path, body in writes:
+        r = await client.post(f"{path}?tenant={missing}", json=body, headers=admin.auth)
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["error"]["code"] == "not_found"
+        r = await client.post(f"{path}?tenant={tenant_a.id}", json=body, headers=admin.auth)
+        assert r.status_code == 201 and r.json()["tenant"] == tenant_a.id

@@ -177,6 +177,8 @@ BASE = {"from": "shop@example.com", "to": "a@dest.test", "text": "x"}
         ({"from": None}, "from"),
         ({"from": "not an address"}, "from"),
         ({"from": "a@example.com, b@example.com"}, "from"),
+        ({"from": "H1,.:x"}, "from"),  # CPython's header parser raises AttributeError
+        ({"to": ".:"}, "to"),
         ({"to": None}, "to"),
         ({"to": ["a@dest.test", 3]}, "to"),
         ({"to": "a@dest.test\r\nBcc: e@evil.test"}, "to"),

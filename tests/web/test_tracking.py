@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select
 from starlette.applications import Starlette
 
-from relay.config import Config
+from relay.config import Config, DatabaseConfig
 from relay.render.tokens import Keyring, TokenData, TokenKind
 from relay.store import stats
 from relay.store.db import Database
@@ -333,3 +335,133 @@ async def test_flush_runs_on_the_writer_thread_not_the_request_loop(
     assert threads == {"relay-event-writer"}
     assert threading.current_thread().name != "relay-event-writer"
     assert len(await _events(db)) == 1
+
+
+async def test_scan_straddling_two_flushes_is_machine(
+    app: Starlette, client: httpx.AsyncClient, db: Database, keyring: Keyring, clock: Clock
+) -> None:
+    """A scanner's clicks on all links within a second, split by a flush: the stored first
+    click (and the open it implied) become machine and leave the human stats; a person
+    clicking a minute later is then the first human click."""
+    tenant_id, delivery_id, (first, second) = await _delivery(
+        db, ("https://a.example/", "https://b.example/")
+    )
+
+    async def click(link_id: int) -> None:
+        token = keyring.sign(TokenData(TokenKind.CLICK, delivery_id, link_id))
+        r = await client.get(f"/track/click/{token}", headers={"User-Agent": BROWSER})
+        assert r.status_code == 302
+
+    async def totals() -> tuple[int, ...]:
+        async with db.read() as conn:
+            t = await stats.totals(conn, tenant_id)
+        names = ("clicked", "clicked_human", "clicked_unique_human", "opened_unique_human")
+        return tuple(t[name] for name in names)
+
+    await click(first)
+    await state(app).buffer.flush()
+    assert [(e.type, bool(e.machine)) for e in await _events(db)] == [
+        ("opened", False),
+        ("clicked", False),
+    ]
+    assert await totals() == (1, 1, 1, 1)
+
+    clock.now = NOW + timedelta(milliseconds=400)
+    await click(second)
+    await state(app).buffer.flush()
+    assert [(e.type, bool(e.machine)) for e in await _events(db)] == [
+        ("opened", True),
+        ("clicked", True),
+        ("clicked", True),
+    ]
+    assert await totals() == (2, 0, 0, 0)
+
+    clock.now = NOW + timedelta(minutes=1)
+    await click(first)
+    await state(app).buffer.flush()
+    assert [bool(e.machine) for e in await _events(db)][-1] is False
+    assert await totals() == (3, 1, 1, 0)
+
+
+async def test_clicks_at_a_human_pace_across_flushes_stay_human(
+    app: Starlette, client: httpx.AsyncClient, db: Database, keyring: Keyring, clock: Clock
+) -> None:
+    _, delivery_id, link_ids = await _delivery(db, ("https://a.example/", "https://b.example/"))
+    for n, link_id in enumerate(link_ids):
+        clock.now = NOW + timedelta(seconds=3 * n)
+        token = keyring.sign(TokenData(TokenKind.CLICK, delivery_id, link_id))
+        await client.get(f"/track/click/{token}", headers={"User-Agent": BROWSER})
+        await state(app).buffer.flush()
+    assert [(e.type, bool(e.machine)) for e in await _events(db)] == [
+        ("opened", False),
+        ("clicked", False),
+        ("clicked", False),
+    ]
+
+
+async def test_click_reads_at_most_one_query_and_none_when_cached(
+    app: Starlette, client: httpx.AsyncClient, db: Database, keyring: Keyring
+) -> None:
+    """The redirect needs the URL: a cold click costs one query by primary keys, a cached
+    one none (the clicks' events stay in the buffer: no write either)."""
+    from sqlalchemy import event
+
+    tenant_id, delivery_id, (link_id,) = await _delivery(db)
+    message_id = await rows.message(db, tenant_id)
+    other_message = await rows.delivery(db, message_id, recipient="x@example.com")
+    statements: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        if not statement.startswith(("BEGIN", "COMMIT", "ROLLBACK")):  # SQLite's own BEGIN
+            statements.append(statement)
+
+    async def click(delivery: int, link: int) -> int:
+        statements.clear()
+        token = keyring.sign(TokenData(TokenKind.CLICK, delivery, link))
+        r = await client.get(f"/track/click/{token}", headers={"User-Agent": BROWSER})
+        assert all(s.lstrip().upper().startswith("SELECT") for s in statements), statements
+        return r.status_code
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await click(delivery_id, link_id) == 302 and len(statements) == 1
+        assert await click(delivery_id, link_id) == 302 and statements == []
+        # The link is cached; a delivery of another message needs its message id only,
+        # and its token for this link is still refused.
+        assert await click(other_message, link_id) == 404 and len(statements) == 1
+        assert await click(other_message, link_id) == 404 and statements == []
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+    assert len(state(app).buffer) == 2
+
+
+@pytest.mark.parametrize(
+    "dead_url",
+    ["mysql+aiomysql://root@127.0.0.1:1/relay", "sqlite+aiosqlite:///{tmp}/no/such/dir/relay.db"],
+    ids=["mysql-refused", "sqlite-unopenable"],
+)
+async def test_database_down_pixel_still_served_reads_and_writes_503(
+    config: Config, keyring: Keyring, tmp_path: Path, dead_url: str
+) -> None:
+    """The open pixel never waits on the database; a cold click (it must read its URL) and
+    an unsubscribe (written at once) answer 503 `unavailable`, so the sender retries."""
+    dead = Database.from_config(DatabaseConfig(url=dead_url.format(tmp=tmp_path)))
+    app = create_app(config, dead, keyring=keyring)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://relay.test") as c:
+            r = await c.get(f"/track/open/{keyring.sign(TokenData(TokenKind.OPEN, 7))}")
+            assert r.status_code == 200 and r.content == PIXEL
+            click = await c.get(f"/track/click/{keyring.sign(TokenData(TokenKind.CLICK, 7, 3))}")
+            unsubscribe = await c.post(
+                f"/unsubscribe/{keyring.sign(TokenData(TokenKind.UNSUBSCRIBE, 7))}",
+                content=b"List-Unsubscribe=One-Click",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        for r in (click, unsubscribe):
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["code"] == "unavailable"
+            assert "location" not in r.headers
+        assert len(state(app).buffer) == 1  # the open waits in the buffer
+    finally:
+        await dead.dispose()

@@ -70,6 +70,13 @@ def tenant_scope(request: Request, who: Principal) -> int | None:
     return None if raw is None else int_param(request, "tenant", minimum=1)
 
 
+async def existing_tenant(request: Request, who: Principal, tenant_id: int | None) -> None:
+    """Before writing for the tenant an admin key named: it exists, or 404 (else the row's
+    foreign key fails, or a swallowed conflict leaves nothing to show)."""
+    if who.is_admin and tenant_id is not None:
+        await tenants.get_tenant_by_id(state_of(request).db, tenant_id)  # NotFound: 404
+
+
 def int_param(
     request: Request,
     name: str,

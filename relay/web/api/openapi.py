@@ -1,7 +1,8 @@
-"""GET /api/v1/openapi.json: the OpenAPI 3.1 document of the REST API.
+"""GET /api/v1/openapi.json: the OpenAPI 3.1 document of everything the web role serves.
 
-Built from a compact table here; tests/web/test_openapi.py checks that it lists exactly the
-routes the app serves and that schemathesis finds no server errors against it.
+The REST API (under /api/v1, bearer key) from a compact table; the tracking endpoints,
+health and metrics (no key) written out below it. tests/web/test_openapi.py checks that it
+lists exactly the routes the app serves and that schemathesis finds no server errors.
 """
 
 from __future__ import annotations
@@ -257,9 +258,98 @@ _ERROR = {
 }
 
 
+API = "/api/v1"
+
+
 def _operation_id(method: str, path: str) -> str:
-    words = path.strip("/").replace("{", "").replace("}", "").replace("/", "_")
+    words = path.strip("/").replace("{", "").replace("}", "").replace("/", "_").replace(".", "_")
     return f"{method}_{words}"
+
+
+def _answer(description: str, media: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+_TOKEN = {
+    "in": "path",
+    "required": True,
+    "name": "token",
+    "schema": {"type": "string"},
+    "description": "HMAC-signed token from a sent message (a bad one is refused)",
+}
+_TEXT = {"type": "string"}
+_HTML = _answer("page", "text/html", _TEXT)
+_NOT_VALID_HTML = _answer("invalid or expired token: a plain page", "text/html", _TEXT)
+_NOT_VALID_TEXT = _answer("invalid token: a plain page, never a redirect", "text/plain", _TEXT)
+_GIF = _answer("43-byte transparent 1×1 GIF (also for a bad token)", "image/gif", _TEXT)
+_ONE_CLICK = {
+    "type": "object",
+    "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}},
+}
+_STATUS = {"type": "object", "required": ["status"], "properties": {"status": _TEXT}}
+# (method, path, summary, parameters, request body, responses): no key needed.
+PUBLIC: list[tuple[str, str, str, list[dict[str, Any]], dict[str, Any] | None, dict[str, Any]]] = [
+    ("get", "/track/open/{token}", "Open pixel", [_TOKEN], None, {"200": _GIF}),
+    (
+        "get",
+        "/track/click/{token}",
+        "Click: redirect to the link's stored URL",
+        [_TOKEN],
+        None,
+        {"302": {"description": "to the stored URL"}, "404": _NOT_VALID_TEXT},
+    ),
+    (
+        "get",
+        "/unsubscribe/{token}",
+        "Unsubscribe confirmation page (never unsubscribes by itself)",
+        [_TOKEN],
+        None,
+        {"200": _HTML, "404": _NOT_VALID_HTML},
+    ),
+    (
+        "post",
+        "/unsubscribe/{token}",
+        "Unsubscribe: the page's button or RFC 8058 one-click (List-Unsubscribe=One-Click)",
+        [_TOKEN],
+        {
+            "required": False,
+            "content": {"application/x-www-form-urlencoded": {"schema": _ONE_CLICK}},
+        },
+        {"200": _HTML, "404": _NOT_VALID_HTML, "503": _ERROR},
+    ),
+    (
+        "get",
+        "/healthz",
+        "Liveness",
+        [],
+        None,
+        {"200": _answer("alive", "application/json", _STATUS)},
+    ),
+    (
+        "get",
+        "/readyz",
+        "Readiness: database reachable, schema at this code's head",
+        [],
+        None,
+        {"200": _answer("ready", "application/json", _STATUS), "503": _ERROR},
+    ),
+    (
+        "get",
+        "/metrics",
+        "Prometheus metrics",
+        [],
+        None,
+        {"200": _answer("text exposition format", "text/plain", _TEXT)},
+    ),
+    (
+        "get",
+        API + "/openapi.json",
+        "This document",
+        [],
+        None,
+        {"200": _answer("OpenAPI 3.1", "application/json", _OBJ)},
+    ),
+]
 
 
 def document() -> dict[str, Any]:
@@ -292,11 +382,22 @@ def document() -> dict[str, Any]:
                     "description": "created",
                     "content": {"application/json": {"schema": _OBJ}},
                 }
+        paths.setdefault(API + path, {})[method] = op
+    for method, path, summary, parameters, request, responses in PUBLIC:
+        op = {
+            "summary": summary,
+            "operationId": _operation_id(method, path),
+            "security": [],
+            "parameters": parameters,
+            "responses": responses,
+        }
+        if request:
+            op["requestBody"] = request
         paths.setdefault(path, {})[method] = op
     return {
         "openapi": "3.1.0",
-        "info": {"title": "relay REST API", "version": "1"},
-        "servers": [{"url": "/api/v1"}],
+        "info": {"title": "relay: tracking endpoints and REST API", "version": "1"},
+        "servers": [{"url": "/"}],
         "components": {"securitySchemes": {"apiKey": {"type": "http", "scheme": "bearer"}}},
         "security": [{"apiKey": []}],
         "paths": paths,

@@ -60,8 +60,8 @@ def _addresses(field: str, value: Any) -> list[Address]:
             raise bad_param(field, "an address may not contain a line break")
         try:
             parsed = default_policy.header_factory(field, item).addresses
-        except (ValueError, IndexError, TypeError):
-            parsed = ()
+        except (ValueError, IndexError, TypeError, AttributeError):
+            parsed = ()  # the stdlib parser raises AttributeError on e.g. '.:' (a group)
         if len(parsed) != 1 or not parsed[0].addr_spec or "@" not in parsed[0].addr_spec:
             raise bad_param(field, f"{item!r} is not one email address")
         try:

@@ -25,6 +25,7 @@ from relay.web.api._common import (
     authenticate,
     cursor_param,
     email_value,
+    existing_tenant,
     iso,
     limit_param,
     page,
@@ -93,6 +94,7 @@ async def add_suppression(request: Request) -> JSONResponse:
     else:  # the reason's lifetime from [bounce] (e.g. hard_bounce_ttl)
         expires_at = suppressions.expiry(state.config.bounce.ttl_s(reason))
     scope = _scope(request, who)
+    await existing_tenant(request, who, scope or None)
     async with state.db.write() as conn:
         created = await suppressions.add(
             conn, scope or None, email, reason, source="api", expires_at=expires_at, replace=True

@@ -17,6 +17,7 @@ from relay.store import webhooks
 from relay.web.api._common import (
     authenticate,
     cursor_param,
+    existing_tenant,
     int_param,
     iso,
     limit_param,
@@ -52,6 +53,7 @@ async def add_webhook(request: Request) -> JSONResponse:
     tenant_id = tenant_scope(request, who)
     if tenant_id is None:
         raise bad_param("tenant", "an admin key must name the tenant (?tenant=<id>)")
+    await existing_tenant(request, who, tenant_id)
     body = await read_json(request)
     url = body.get("url")
     if not isinstance(url, str):
