@@ -38,11 +38,11 @@ from relay.model import (
 )
 from relay.store import deliveries as queue
 from relay.store import reports, stats, suppressions, webhooks
-from relay.store.accounts import record_use_sync
+from relay.store.accounts import record_use
 from relay.store.db import Database
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
 logger = log.get(__name__)
 
@@ -181,19 +181,13 @@ async def record_outcomes(
 ) -> list[DeliveryState | None]:
     """Apply a batch of outcomes in one transaction; None where the lease was lost."""
     decided = [(d, o, decide(d, o, policy, now, rng)) for d, o in results]
-
-    def transaction(conn: Connection) -> set[int]:
-        # Synchronous, in one go (`Database.run_write`): on SQLite the write lock is held
-        # for the statements alone, not across event-loop turns.
-        mine = queue.owned_sync(conn, owner, [d.id for d, _, _ in decided])
+    async with db.write() as conn:
+        mine = await queue.owned(conn, owner, [d.id for d, _, _ in decided])
         batch = _Batch(now, policy)
         for delivery, outcome, decision in decided:
             if delivery.id in mine:
                 batch.add(delivery, outcome, decision)
-        batch.write(conn)
-        return mine
-
-    mine = await db.run_write(transaction)
+        await batch.write(conn)
     states: list[DeliveryState | None] = []
     for delivery, outcome, decision in decided:
         metrics.delivery_outcome(_metric_label(decision) if delivery.id in mine else "lease_lost")
@@ -344,12 +338,12 @@ class _Batch:
             kind = str(state) if state is not DeliveryState.BOUNCED else "bounced"
             self.webhooks.append((delivery.tenant_id, kind, payload))
 
-    def write(self, conn: Connection) -> None:
+    async def write(self, conn: AsyncConnection) -> None:
         now = self.now
-        queue.complete(conn, self.updates, self.attempts, self.counters, self.events)
+        await queue.complete(conn, self.updates, self.attempts, self.counters, self.events)
         policy = self.policy
         for delivery, outcome in self.bounced:
-            suppressions.add_sync(
+            await suppressions.add(
                 conn,
                 delivery.tenant_id,
                 _key(delivery),
@@ -361,11 +355,11 @@ class _Batch:
             since = now - timedelta(seconds=policy.soft_bounce_window_s)
             for delivery in self.soft_failed:  # after the events above are written
                 key = _key(delivery)
-                found = reports.soft_failures_sync(
+                found = await reports.soft_failures(
                     conn, delivery.tenant_id, key, since, _NOT_THE_RECIPIENT
                 )
                 if found >= policy.soft_bounce_limit:
-                    suppressions.add_sync(
+                    await suppressions.add(
                         conn,
                         delivery.tenant_id,
                         key,
@@ -374,7 +368,7 @@ class _Batch:
                         expires_at=suppressions.expiry(policy.soft_bounce_ttl_s, now),
                     )
         if self.webhooks:
-            webhooks.enqueue_many_sync(conn, self.webhooks, at=now)
+            await webhooks.enqueue_many(conn, self.webhooks, at=now)
         # Last, right before the commit: rows every delivery process updates (this minute's
         # and today's account usage, this hour's stats counters). Their row locks are held
         # until the commit, so any statement after them would make other nodes wait longer.
@@ -383,8 +377,8 @@ class _Batch:
         for account in sorted({a for a, _ in self.usage}):
             sent = self.usage[(account, False)] + self.usage[(account, True)]
             bounced = self.usage[(account, True)]
-            record_use_sync(conn, account, now, sent, bounced)
-        stats.bump_many_sync(conn, self.metrics)  # the stats API's maintained counters
+            await record_use(conn, account, now, sent, bounced)
+        await stats.bump_many(conn, self.metrics)  # the stats API's maintained counters
 
 
 def _cause(outcome: Outcome, decision: Decision) -> str:

@@ -282,26 +282,13 @@ class Scheduler:
             return 0
         batch, self._results = self._results, []
         self._have_results.clear()
-        write = record_outcomes(self.db, self.owner, batch, self.policy, self.clock(), self.rng)
-        work = asyncio.ensure_future(write)
         try:
-            await asyncio.shield(work)
-        except BaseException as e:
-            if isinstance(e, asyncio.CancelledError) and not work.done():
-                # The transaction runs to its end in the writer thread: wait for it, so
-                # what it wrote is not offered again (its leases are gone by then).
-                await asyncio.gather(work, return_exceptions=True)
-            if not work.done() or work.cancelled() or work.exception() is not None:
-                # Not written (database trouble or cancelled): keep them for the next flush.
-                self._results[:0] = batch
-                self._have_results.set()
-                raise
-            self._written(batch)
+            await record_outcomes(self.db, self.owner, batch, self.policy, self.clock(), self.rng)
+        except BaseException:
+            # Not written (database trouble or cancelled): keep them for the next flush.
+            self._results[:0] = batch
+            self._have_results.set()
             raise
-        self._written(batch)
-        return len(batch)
-
-    def _written(self, batch: list[tuple[Delivery, Outcome]]) -> None:
         for d, _ in batch:
             self._open.discard(d.id)
             self._lease_until.pop(d.id, None)
@@ -309,6 +296,7 @@ class Scheduler:
             if self._raw_users[d.message_id] <= 0:  # its last open delivery: drop the bytes
                 del self._raw_users[d.message_id]
                 self._raw.pop(d.message_id, None)
+        return len(batch)
 
     async def run_until_idle(self) -> None:
         """Deliver everything due now, then return (tests and benchmarks)."""

@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects import mysql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.errors import NotFound
@@ -121,16 +120,9 @@ async def record_use(
 ) -> None:
     """Count messages sent through an account (and how many hard-bounced): per day (limits,
     warm-up) and per minute (per-minute rate, hard-bounce rate)."""
-    await conn.run_sync(record_use_sync, name, now, sent, bounced)
-
-
-def record_use_sync(
-    conn: Connection, name: str, now: datetime, sent: int = 1, bounced: int = 0
-) -> None:
-    """`record_use` on a synchronous connection (a `Database.run_write` transaction)."""
-    bump_usage_sync(conn, f"account:{name}", "day", day_start(now), sent, bounced)
+    await bump_usage(conn, f"account:{name}", "day", day_start(now), sent, bounced)
     minute = now.replace(second=0, microsecond=0)
-    bump_usage_sync(conn, f"account:{name}", "minute", minute, sent, bounced)
+    await bump_usage(conn, f"account:{name}", "minute", minute, sent, bounced)
 
 
 async def set_paused(
@@ -184,18 +176,6 @@ async def bump_usage(
     bounces: int = 0,
 ) -> None:
     """Add to a usage counter, creating it if needed (an upsert on both databases)."""
-    await conn.run_sync(bump_usage_sync, subject, window, start, count, bounces)
-
-
-def bump_usage_sync(
-    conn: Connection,
-    subject: str,
-    window: str,
-    start: datetime,
-    count: int = 1,
-    bounces: int = 0,
-) -> None:
-    """`bump_usage` on a synchronous connection."""
     stmt = _insert(conn, usage_counters).values(
         subject=subject, window=window, window_start=start, count=count, bounces=bounces
     )
@@ -211,8 +191,8 @@ def bump_usage_sync(
         stmt = stmt.on_duplicate_key_update(
             count=usage_counters.c.count + count, bounces=usage_counters.c.bounces + bounces
         )
-    conn.execute(stmt)
+    await conn.execute(stmt)
 
 
-def _insert(conn: Connection | AsyncConnection, table: Any) -> Any:
+def _insert(conn: AsyncConnection, table: Any) -> Any:
     return (sqlite.insert if conn.dialect.name == "sqlite" else mysql.insert)(table)

@@ -187,11 +187,6 @@ async def renew(
 async def owned(conn: AsyncConnection, owner: str, ids: Iterable[int]) -> set[int]:
     """Of these deliveries, those `owner` still holds the lease on (locked on MySQL until
     the caller's transaction ends, so nobody recovers them in between)."""
-    return await conn.run_sync(owned_sync, owner, list(ids))
-
-
-def owned_sync(conn: Connection, owner: str, ids: Iterable[int]) -> set[int]:
-    """`owned` on a synchronous connection (a `Database.run_write` transaction)."""
     wanted = sorted(set(ids))
     if not wanted:
         return set()
@@ -200,18 +195,17 @@ def owned_sync(conn: Connection, owner: str, ids: Iterable[int]) -> set[int]:
     )
     if conn.dialect.name != "sqlite":
         query = query.with_for_update()
-    return {int(r.id) for r in conn.execute(query)}
+    return {int(r.id) for r in await conn.execute(query)}
 
 
-def complete(
-    conn: Connection,
+async def complete(
+    conn: AsyncConnection,
     updates: Sequence[dict[str, Any]],
     attempts: Sequence[dict[str, Any]],
     counters: Sequence[tuple[str, int, str, datetime, bool]],
     events: Sequence[dict[str, Any]],
 ) -> None:
-    """Write finished attempts in the caller's (synchronous) transaction, a few statements
-    per batch.
+    """Write finished attempts in the caller's transaction, a few statements per batch.
 
     `updates`: deliveries columns plus `b_id` (the row) and `b_tried` (1 adds an attempt);
     `attempts`/`events`: delivery_attempts / recipient_events rows; `counters`: (recipients
@@ -221,7 +215,7 @@ def complete(
     for row in sorted(updates, key=lambda r: r["b_id"]):  # one lock order across workers
         shapes.setdefault(tuple(sorted(row)), []).append(row)
     for group in shapes.values():
-        _update_many(
+        await _update_many(
             conn,
             deliveries,
             group,
@@ -229,7 +223,7 @@ def complete(
             extra=lambda v: {"attempts": deliveries.c.attempts + v("b_tried")},
         )
     if attempts:
-        conn.execute(delivery_attempts.insert(), list(attempts))
+        await conn.execute(delivery_attempts.insert(), list(attempts))
     bumps: dict[tuple[str, bool], Counter[tuple[int, str]]] = {}
     at = {}
     for column, tenant_id, key, when, bounce in counters:
@@ -244,7 +238,7 @@ def complete(
         if bounce:
             for row in rows:
                 row["last_bounce_at"] = row["last_seen_at"]
-        _update_many(
+        await _update_many(
             conn,
             recipients,
             rows,
@@ -254,7 +248,7 @@ def complete(
             extra=functools.partial(_bump, col),
         )
     if events:
-        conn.execute(recipient_events.insert(), list(events))
+        await conn.execute(recipient_events.insert(), list(events))
 
 
 _CHUNK = 500
@@ -264,8 +258,8 @@ def _bump(col: Any, value: Callable[[str], Any]) -> dict[str, Any]:
     return {col.name: col + value("b_n")}
 
 
-def _update_many(
-    conn: Connection,
+async def _update_many(
+    conn: AsyncConnection,
     table: Table,
     rows: Sequence[dict[str, Any]],
     where: Callable[[Callable[[str], Any]], Any],
@@ -288,7 +282,7 @@ def _update_many(
 
         columns: dict[str, Any] = {k: bindparam(k) for k in keys if not k.startswith("b_")}
         stmt = update(table).where(where(param)).values(**columns, **extra(param))
-        conn.execute(stmt, list(rows))
+        await conn.execute(stmt, list(rows))
         return
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start : start + _CHUNK]
@@ -302,7 +296,7 @@ def _update_many(
 
         columns = {k: value(k) for k in keys if not k.startswith("b_")}
         stmt = update(table).where(where(value)).values(**columns, **extra(value))
-        conn.execute(stmt)
+        await conn.execute(stmt)
 
 
 async def load_raw(db: Database, message_ids: Iterable[int]) -> dict[int, bytes]:

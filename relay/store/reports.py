@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import BounceKind, DeliveryState, EventType, SuppressionReason
@@ -263,18 +262,7 @@ async def soft_failures(
     """How many distinct deliveries to this address failed soft since then (reports and
     delivery alike), not counting reasons in `ignore` (the sender's trouble, not theirs).
     Deferrals are not failures: a delivery retried ten times counts once, when it fails."""
-    return await conn.run_sync(soft_failures_sync, tenant_id, key, since, ignore)
-
-
-def soft_failures_sync(
-    conn: Connection,
-    tenant_id: int,
-    key: str,
-    since: datetime,
-    ignore: Collection[str] = (),
-) -> int:
-    """`soft_failures` on a synchronous connection."""
-    rows = conn.execute(
+    rows = await conn.execute(
         select(recipient_events.c.delivery_id, recipient_events.c.detail).where(
             recipient_events.c.tenant_id == tenant_id,
             recipient_events.c.recipient == key,

@@ -76,22 +76,6 @@ async def add(
     long (a 90-day hard bounce never shortens a complaint or unsubscribe kept forever);
     `replace` (an operator's explicit add) takes it over whatever it was.
     """
-    return await conn.run_sync(
-        lambda sync: add_sync(sync, tenant_id, key, reason, source, expires_at, replace=replace)
-    )
-
-
-def add_sync(
-    conn: Connection,
-    tenant_id: int | None,
-    key: str,
-    reason: str,
-    source: str = "",
-    expires_at: datetime | None = None,
-    *,
-    replace: bool = False,
-) -> bool:
-    """`add` on a synchronous connection (a `Database.run_write` transaction)."""
     scope = scope_of(tenant_id)
     values = {
         "reason": reason,
@@ -104,23 +88,23 @@ def add_sync(
         where.append(
             and_(suppressions.c.expires_at.is_not(None), suppressions.c.expires_at <= expires_at)
         )
-    existing = conn.execute(update(suppressions).where(*where).values(**values))
+    existing = await conn.execute(update(suppressions).where(*where).values(**values))
     created = False
     if existing.rowcount:
-        _set_status_sync(conn, scope, key, RECIPIENT_STATUS.get(reason, "suppressed"))
+        await _set_status(conn, scope, key, RECIPIENT_STATUS.get(reason, "suppressed"))
     else:
         try:
-            with conn.begin_nested():
-                conn.execute(
+            async with conn.begin_nested():
+                await conn.execute(
                     suppressions.insert().values(
                         scope=scope, tenant_id=tenant_id, email=key, **values
                     )
                 )
             created = True
-            _set_status_sync(conn, scope, key, RECIPIENT_STATUS.get(reason, "suppressed"))
+            await _set_status(conn, scope, key, RECIPIENT_STATUS.get(reason, "suppressed"))
         except IntegrityError:  # there already (a longer one), or a concurrent writer's stands
             pass
-    bump_counter_sync(conn, COUNTER)
+    await bump_counter(conn, COUNTER)
     return created
 
 
@@ -135,14 +119,10 @@ RECIPIENT_STATUS = {
 
 
 async def _set_status(conn: AsyncConnection, scope: int, key: str, status: str) -> None:
-    await conn.run_sync(_set_status_sync, scope, key, status)
-
-
-def _set_status_sync(conn: Connection, scope: int, key: str, status: str) -> None:
     """Keep the tenant's recipient row in step (global rows leave every tenant's alone: the
     address has no index of its own there, and a lookup shows the global suppression)."""
     if scope != GLOBAL:
-        conn.execute(
+        await conn.execute(
             update(recipients)
             .where(recipients.c.tenant_id == scope, recipients.c.email == key)
             .values(status=status)
@@ -163,22 +143,17 @@ async def remove(conn: AsyncConnection, tenant_id: int | None, key: str) -> bool
 
 
 async def bump_counter(conn: AsyncConnection, name: str) -> None:
-    await conn.run_sync(bump_counter_sync, name)
-
-
-def bump_counter_sync(conn: Connection, name: str) -> None:
-    """Move a change counter by one, creating it on first use."""
-    result = conn.execute(
+    result = await conn.execute(
         update(change_counters)
         .where(change_counters.c.name == name)
         .values(value=change_counters.c.value + 1)
     )
     if result.rowcount == 0:
         try:
-            with conn.begin_nested():
-                conn.execute(change_counters.insert().values(name=name, value=1))
+            async with conn.begin_nested():
+                await conn.execute(change_counters.insert().values(name=name, value=1))
         except IntegrityError:
-            conn.execute(
+            await conn.execute(
                 update(change_counters)
                 .where(change_counters.c.name == name)
                 .values(value=change_counters.c.value + 1)

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.store.db import utcnow
@@ -84,21 +83,12 @@ async def enqueue_many(
     at: datetime | None = None,
 ) -> int:
     """Queue events (tenant, type, payload) with one lookup of the tenants' webhooks."""
-    return await conn.run_sync(enqueue_many_sync, list(events), at)
-
-
-def enqueue_many_sync(
-    conn: Connection,
-    events: Iterable[tuple[int, str, dict[str, Any]]],
-    at: datetime | None = None,
-) -> int:
-    """`enqueue_many` on a synchronous connection (a `Database.run_write` transaction)."""
     events = list(events)
     tenant_ids = sorted({t for t, _, _ in events})
     if not tenant_ids:
         return 0
     hooks: dict[int, list[Any]] = {}
-    for hook in conn.execute(
+    for hook in await conn.execute(
         select(webhooks.c.id, webhooks.c.tenant_id, webhooks.c.events).where(
             webhooks.c.tenant_id.in_(tenant_ids), webhooks.c.active.is_(True)
         )
@@ -129,7 +119,7 @@ def enqueue_many_sync(
                 }
             )
     if rows:
-        conn.execute(webhook_deliveries.insert(), rows)
+        await conn.execute(webhook_deliveries.insert(), rows)
     return len(rows)
 
 
