@@ -10,7 +10,6 @@ attempts with one statement per table (executemany), in the caller's transaction
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import zlib
 from collections import Counter
@@ -20,7 +19,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, case, func, literal, select, union_all, update
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from relay.model import CampaignState, Delivery, DeliveryState
@@ -48,29 +46,6 @@ async def lease_due(
 ) -> list[Delivery]:
     """Claim up to `limit` due deliveries for `owner` until now + lease_time_s.
 
-    One write transaction (`Database.run_write`): on SQLite it runs whole in the writer
-    thread, so the write lock is held for the statements alone, never across turns of a busy
-    event loop while intake's group commit (or another process) waits for it. If the caller
-    is cancelled, the claim still ends in the thread and what it took is given back.
-    """
-    claim = functools.partial(_lease_due_sync, owner=owner, limit=limit, now=now,
-                              lease_time_s=lease_time_s)  # fmt: skip
-    work = asyncio.ensure_future(db.run_write(claim))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        if not work.cancelled():
-            taken = await asyncio.gather(work, return_exceptions=True)
-            if isinstance(taken[0], list) and taken[0]:
-                await release(db, owner, [d.id for d in taken[0]], now)
-        raise
-
-
-def _lease_due_sync(
-    conn: Connection, owner: str, limit: int, now: datetime, lease_time_s: float
-) -> list[Delivery]:
-    """`lease_due`'s transaction.
-
     One state at a time, so each query walks the (state, next_attempt_at) index in order and
     stops after `limit` rows: an ORDER BY across both states would sort, and on MySQL lock,
     every due row. Retries get up to half the room first, new mail the rest (Postfix qmgr:
@@ -89,78 +64,80 @@ def _lease_due_sync(
             .order_by(deliveries.c.next_attempt_at)
             .limit(n)
         )
-        if conn.dialect.name != "sqlite":
+        if db.is_mysql:
             query = query.with_for_update(skip_locked=True, of=deliveries)
         return query
 
     expires = now + timedelta(seconds=lease_time_s)
-    share = max(limit // 2, 1)
-    ids = [r.id for r in conn.execute(due(DeliveryState.DEFERRED, share))]
-    retries = len(ids)
-    if len(ids) < limit:
-        ids += [r.id for r in conn.execute(due(DeliveryState.QUEUED, limit - len(ids)))]
-    if len(ids) < limit and retries == share:  # retries may have more than their share
-        more = due(DeliveryState.DEFERRED, limit - len(ids)).where(
-            deliveries.c.id.not_in(ids[:retries])
+    async with db.write() as conn:
+        share = max(limit // 2, 1)
+        ids = [r.id for r in await conn.execute(due(DeliveryState.DEFERRED, share))]
+        retries = len(ids)
+        if len(ids) < limit:
+            ids += [r.id for r in await conn.execute(due(DeliveryState.QUEUED, limit - len(ids)))]
+        if len(ids) < limit and retries == share:  # retries may have more than their share
+            more = due(DeliveryState.DEFERRED, limit - len(ids)).where(
+                deliveries.c.id.not_in(ids[:retries])
+            )
+            ids += [r.id for r in await conn.execute(more)]
+        if not ids:
+            return []
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(ids))
+            .values(
+                state=str(DeliveryState.SENDING),
+                lease_owner=owner,
+                lease_expires_at=expires,
+                updated_at=now,
+            )
         )
-        ids += [r.id for r in conn.execute(more)]
-    if not ids:
-        return []
-    conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id.in_(ids))
-        .values(
-            state=str(DeliveryState.SENDING),
-            lease_owner=owner,
-            lease_expires_at=expires,
-            updated_at=now,
+        result = await conn.execute(
+            select(
+                deliveries.c.id,
+                deliveries.c.message_id,
+                deliveries.c.tenant_id,
+                deliveries.c.campaign_id,
+                deliveries.c.recipient,
+                deliveries.c.recipient_key,
+                deliveries.c.domain,
+                deliveries.c.attempts,
+                deliveries.c.created_at,
+                deliveries.c.no_suppression,
+                messages.c.mail_from,
+            )
+            .join(messages, messages.c.id == deliveries.c.message_id)
+            .where(deliveries.c.id.in_(ids))
+            .order_by(deliveries.c.id)
         )
-    )
-    rows = conn.execute(
-        select(
-            deliveries.c.id,
-            deliveries.c.message_id,
-            deliveries.c.tenant_id,
-            deliveries.c.campaign_id,
-            deliveries.c.recipient,
-            deliveries.c.recipient_key,
-            deliveries.c.domain,
-            deliveries.c.attempts,
-            deliveries.c.created_at,
-            deliveries.c.no_suppression,
-            messages.c.mail_from,
-        )
-        .join(messages, messages.c.id == deliveries.c.message_id)
-        .where(deliveries.c.id.in_(ids))
-        .order_by(deliveries.c.id)
-    ).all()
-    # Retries: when the first attempt was (max_age counts from there, not from waiting).
-    tried = [r.id for r in rows if r.attempts > 0]
-    first: dict[int, datetime] = {}
-    if tried:
-        found = conn.execute(
-            select(delivery_attempts.c.delivery_id, func.min(delivery_attempts.c.started_at))
-            .where(delivery_attempts.c.delivery_id.in_(tried))
-            .group_by(delivery_attempts.c.delivery_id)
-        )
-        first = {int(i): at for i, at in found}
-    return [
-        Delivery(
-            id=r.id,
-            message_id=r.message_id,
-            tenant_id=r.tenant_id,
-            recipient=r.recipient,
-            domain=r.domain,
-            mail_from=r.mail_from,
-            attempts=r.attempts,
-            created_at=r.created_at,
-            campaign_id=r.campaign_id,
-            recipient_key=r.recipient_key,
-            first_attempt_at=first.get(r.id),
-            no_suppression=bool(r.no_suppression),
-        )
-        for r in rows
-    ]
+        rows = result.all()
+        # Retries: when the first attempt was (max_age counts from there, not from waiting).
+        tried = [r.id for r in rows if r.attempts > 0]
+        first: dict[int, datetime] = {}
+        if tried:
+            found = await conn.execute(
+                select(delivery_attempts.c.delivery_id, func.min(delivery_attempts.c.started_at))
+                .where(delivery_attempts.c.delivery_id.in_(tried))
+                .group_by(delivery_attempts.c.delivery_id)
+            )
+            first = {int(i): at for i, at in found}
+        return [
+            Delivery(
+                id=r.id,
+                message_id=r.message_id,
+                tenant_id=r.tenant_id,
+                recipient=r.recipient,
+                domain=r.domain,
+                mail_from=r.mail_from,
+                attempts=r.attempts,
+                created_at=r.created_at,
+                campaign_id=r.campaign_id,
+                recipient_key=r.recipient_key,
+                first_attempt_at=first.get(r.id),
+                no_suppression=bool(r.no_suppression),
+            )
+            for r in rows
+        ]
 
 
 async def renew(
