@@ -85,7 +85,10 @@ class Handler:
     ) -> list[str]:
         session.host_name = hostname
         # aiosmtpd reads commands in order, so pipelined clients are served correctly.
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        lines = [*responses[:-1], "250-PIPELINING", responses[-1]]
+        # aiosmtpd writes (and drains) each element on its own: joined, the multi-line reply
+        # leaves in one send instead of eight (the same bytes on the wire).
+        return ["\r\n".join(lines)]
 
     async def handle_MAIL(
         self,
