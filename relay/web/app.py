@@ -162,8 +162,16 @@ def _host_port(listen: str) -> tuple[str, int]:
 
 
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.up = asyncio.Event()  # set once the app's startup has run and sockets serve
+
     def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
         return contextlib.nullcontext()  # relay.service owns SIGTERM/SIGINT
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.up.set()
 
 
 def bind(listen: str) -> socket.socket:
@@ -195,6 +203,11 @@ async def run(
         )
     )
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="relay.web.uvicorn")
+    # The service reports READY once every role waits on `stopping`: for this one, only after
+    # uvicorn has run the app's startup (the socket alone is bound before it).
+    up = asyncio.create_task(server.up.wait())
+    await asyncio.wait({serving, up}, return_when=asyncio.FIRST_COMPLETED)
+    up.cancel()
     host, port = sock.getsockname()[:2]
     log.info("web.listening", address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
     stop_wait = asyncio.create_task(stopping.wait())
