@@ -12,6 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy import delete
@@ -20,6 +21,9 @@ from sqlalchemy.engine import make_url
 from relay.config import DatabaseConfig
 from relay.store.db import Database, upgrade
 from relay.store.tables import metadata
+
+if TYPE_CHECKING:
+    from tests.ingress.conftest import Running
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -111,3 +115,16 @@ async def db(db_url: str) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+@pytest.fixture
+async def ingress(db: Database) -> AsyncIterator[Running]:
+    """A running ingress on `db` with a tenant and a login (tests/ingress/conftest.py)."""
+    from relay.ingress import server
+    from tests.ingress.conftest import start_ingress
+
+    running, servers = await start_ingress(db)
+    try:
+        yield running
+    finally:
+        await server.stop(running.shared, servers, drain_s=1)

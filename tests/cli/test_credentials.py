@@ -5,7 +5,6 @@ not) and may (or may not) bypass the suppression list. Bad input is one line, ex
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,9 @@ import aiosmtplib
 import pytest
 from sqlalchemy import select
 
-from relay.ingress import server
-from relay.store.db import Database
 from relay.store.suppressions import add as add_suppression
 from relay.store.tables import deliveries
-from tests.ingress.conftest import Running, start_ingress
+from tests.ingress.conftest import Running
 from tests.test_cli import relay
 
 RAW = (
@@ -29,15 +26,6 @@ RAW = (
     b"\r\n"
     b"Body.\r\n"
 )
-
-
-@pytest.fixture
-async def ingress(db: Database) -> AsyncIterator[Running]:
-    running, servers = await start_ingress(db)
-    try:
-        yield running
-    finally:
-        await server.stop(running.shared, servers, drain_s=1)
 
 
 async def _send(running: Running, recipient: str) -> str:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
-
-import pytest
 
 from relay.config import Config
 from relay.ingress import server
@@ -39,11 +36,3 @@ async def start_ingress(db: Database, **smtp: Any) -> tuple[Running, list[Any]]:
     shared, servers = await server.start(make_config(port, **smtp), db)
     return Running(port, shared, tenant, credential, password, db), servers
 
-
-@pytest.fixture
-async def ingress(db: Database) -> AsyncIterator[Running]:
-    running, servers = await start_ingress(db)
-    try:
-        yield running
-    finally:
-        await server.stop(running.shared, servers, drain_s=1)
