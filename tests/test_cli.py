@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,10 +15,13 @@ from relay import passwords
 
 
 def relay(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`relay ARGS` in a subprocess without the caller's RELAY_* variables; `stdin` is
+    its standard input (none: /dev/null, as under CI)."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
     full_env.update(env or {})
+    feed: dict[str, Any] = {"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}
     return subprocess.run(
         [sys.executable, "-m", "relay", *args],
         cwd=cwd,
@@ -25,7 +29,7 @@ def relay(
         capture_output=True,
         text=True,
         timeout=60,
-        stdin=subprocess.DEVNULL,
+        **feed,
     )
 
 

@@ -7,9 +7,6 @@ import asyncio
 import csv
 import io
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -19,22 +16,6 @@ from relay.config import DatabaseConfig
 from relay.store.db import Database
 from relay.store.tables import change_counters, suppressions
 from tests.test_cli import relay
-
-
-def _relay(
-    *args: str, cwd: Path, env: dict[str, str], stdin: str
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RELAY_")}
-    full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "relay", *args],
-        cwd=cwd,
-        env=full_env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def _sql(db_url: str, statement):  # type: ignore[no-untyped-def]
@@ -104,7 +85,7 @@ def test_export_import_round_trip(tmp_path: Path, db_url: str) -> None:
     # Again: nothing to do. JSON lines (one object per line) read the same as the array.
     before = _counter(db_url)
     lines = "".join(json.dumps(r) + "\n" for r in json.loads(as_json))
-    out = _relay("suppressions", "import", "-", "--json", cwd=tmp_path, env=env, stdin=lines)
+    out = relay("suppressions", "import", "-", "--json", cwd=tmp_path, env=env, stdin=lines)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert (summary["added"], summary["updated"], summary["skipped"]) == (0, 0, {"unchanged": 5})
@@ -116,7 +97,7 @@ def test_scope_reason_and_updates(tmp_path: Path, db_url: str) -> None:
     env = {"RELAY_DATABASE__URL": db_url}
     assert relay("tenants", "add", "shop", cwd=tmp_path, env=env).returncode == 0
     plain = "email\nx@example.com\ny@example.com\n"
-    out = _relay(
+    out = relay(
         "suppressions", "import", "-", "--tenant", "shop", cwd=tmp_path, env=env, stdin=plain
     )
     assert out.returncode == 0, out.stderr
@@ -129,7 +110,7 @@ def test_scope_reason_and_updates(tmp_path: Path, db_url: str) -> None:
     }
     # A row that differs replaces the one there (an operator's import, like `add`).
     changed = "email,reason\nx@example.com,complaint\ny@example.com,\n"
-    out = _relay(
+    out = relay(
         "suppressions",
         "import",
         "-",
@@ -163,7 +144,7 @@ def test_bad_rows_are_named_by_line(tmp_path: Path, db_url: str) -> None:
         "shop,OK@example.com,,\n"
         "global,d@example.com,,2099-01-01T00:00:00Z\n"
     )
-    out = _relay("suppressions", "import", "-", cwd=tmp_path, env=env, stdin=text)
+    out = relay("suppressions", "import", "-", cwd=tmp_path, env=env, stdin=text)
     assert out.returncode == 1  # some rows were bad
     assert "Traceback" not in out.stderr
     assert out.stdout == (
@@ -190,7 +171,7 @@ def test_bad_rows_are_named_by_line(tmp_path: Path, db_url: str) -> None:
 
 def test_unreadable_input_is_one_line(tmp_path: Path, db_url: str) -> None:
     env = {"RELAY_DATABASE__URL": db_url}
-    out = _relay("suppressions", "import", "-", cwd=tmp_path, env=env, stdin="mail\nx@y.z\n")
+    out = relay("suppressions", "import", "-", cwd=tmp_path, env=env, stdin="mail\nx@y.z\n")
     assert out.returncode == 2
     assert out.stderr == (
         "relay suppressions import: -: no 'email' column in the CSV header ['mail']\n"
@@ -198,7 +179,7 @@ def test_unreadable_input_is_one_line(tmp_path: Path, db_url: str) -> None:
     out = relay("suppressions", "import", str(tmp_path / "none.csv"), cwd=tmp_path, env=env)
     assert out.returncode == 2
     assert out.stderr.endswith("none.csv: No such file or directory\n")
-    out = _relay("suppressions", "import", "-", cwd=tmp_path, env=env, stdin='[{"email": ')
+    out = relay("suppressions", "import", "-", cwd=tmp_path, env=env, stdin='[{"email": ')
     assert out.returncode == 2 and out.stderr.startswith(
         "relay suppressions import: -: not a JSON array: Expecting value (line 1)"
     ), out.stderr
