@@ -4,15 +4,17 @@ Input: `DatabaseConfig`. Output: an `AsyncEngine` tuned for the dialect (SQLite:
 foreign keys, busy timeout, synchronous=FULL so a commit is on disk; MySQL: utf8mb4,
 pre-ping, recycle, READ COMMITTED), and `Database.run_write` for hot write paths that run a
 whole transaction as one synchronous function (SQLite: in one writer thread, one hand-off per
-transaction). Also tells whether the schema is at the code's head.
+transaction). SQLite writers pass `relay.store.write_gate` first. Also tells whether the
+schema is at the code's head.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
+from contextlib import asynccontextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from relay.config import DatabaseConfig
 from relay.errors import ConfigError, SchemaError, StoreUnavailable
+from relay.store.write_gate import WriteGate, gate_for
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
 T = TypeVar("T")
@@ -168,6 +171,11 @@ class Database:
         self._sync_engine = sync_writer
         self._sync_writer = sync_writer and sync_writer.execution_options(relay_write=True)
         self._thread: ThreadPoolExecutor | None = None
+        self._gate: WriteGate | None = None
+        self._gate_queue: asyncio.Lock | None = None
+        database = engine.url.database or ""
+        if engine.url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
+            self._gate = gate_for(database)
 
     @classmethod
     def from_config(cls, config: DatabaseConfig, **overrides: Any) -> Database:
@@ -203,8 +211,10 @@ class Database:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-db-write")
         writer = self._sync_writer
 
+        gate = self._gate
+
         def transaction() -> T:
-            with writer.begin() as conn:
+            with gate.held() if gate else nullcontext(), writer.begin() as conn:
                 return work(conn)
 
         return await asyncio.get_running_loop().run_in_executor(self._thread, transaction)
@@ -213,7 +223,16 @@ class Database:
         return self.engine.connect()
 
     def write(self) -> AsyncContextManager[AsyncConnection]:
-        return self._writer.begin()
+        if self._gate is None:
+            return self._writer.begin()
+        return self._gated_write(self._gate)
+
+    @asynccontextmanager
+    async def _gated_write(self, gate: WriteGate) -> AsyncIterator[AsyncConnection]:
+        if self._gate_queue is None:
+            self._gate_queue = asyncio.Lock()
+        async with gate.held_async(self._gate_queue), self._writer.begin() as conn:
+            yield conn
 
     async def dispose(self) -> None:
         if self._thread is not None and self._sync_engine is not None:

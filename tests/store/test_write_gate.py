@@ -1,0 +1,136 @@
+"""The SQLite write gate: processes take turns on it, a process's writers share it, a waiter
+that gives up hands it back, and writers of two processes on one file all get through."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from relay.config import DatabaseConfig
+from relay.store.db import Database
+from relay.store.write_gate import WriteGate, gate_for
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _try_in_child(lock_path: str, answer: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    gate = WriteGate(lock_path)
+    got = gate.try_acquire()
+    if got:
+        gate.release()
+    answer.put(got)
+
+
+def _other_process_can_take(lock_path: Path) -> bool:
+    answer = SPAWN.Queue()
+    child = SPAWN.Process(target=_try_in_child, args=(str(lock_path), answer))
+    child.start()
+    child.join(60)
+    return bool(answer.get(timeout=5))
+
+
+def test_a_held_gate_keeps_other_processes_out_until_its_last_holder_lets_go(
+    tmp_path: Path,
+) -> None:
+    gate = WriteGate(str(tmp_path / "db-writer.lock"))
+    assert _other_process_can_take(tmp_path / "db-writer.lock")
+    gate.acquire()
+    assert gate.try_acquire()  # a second writer of this process goes straight on
+    assert not _other_process_can_take(tmp_path / "db-writer.lock")
+    gate.release()
+    assert not _other_process_can_take(tmp_path / "db-writer.lock")  # one holder left
+    gate.release()
+    assert _other_process_can_take(tmp_path / "db-writer.lock")
+
+
+def test_one_gate_per_database_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    same = gate_for(str(tmp_path / "sub" / ".." / "relay.db"))
+    assert gate_for(str(tmp_path / "relay.db")) is same
+    assert gate_for(str(tmp_path / "other.db")) is not same
+    assert same.lock_path == str(tmp_path / "relay.db") + "-writer.lock"
+
+
+def _hold_for(lock_path: str, seconds: float, holding: multiprocessing.Event) -> None:  # type: ignore[type-arg]
+    import time
+
+    gate = WriteGate(lock_path)
+    gate.acquire()
+    holding.set()
+    time.sleep(seconds)
+    gate.release()
+
+
+async def test_a_cancelled_waiter_hands_the_gate_back_once_it_gets_it(tmp_path: Path) -> None:
+    lock_path = str(tmp_path / "db-writer.lock")
+    holding = SPAWN.Event()
+    holder = SPAWN.Process(target=_hold_for, args=(lock_path, 1.0, holding))
+    holder.start()
+    assert await asyncio.to_thread(holding.wait, 60)
+    gate = WriteGate(lock_path)
+    queue = asyncio.Lock()
+
+    async def write() -> None:
+        async with gate.held_async(queue):
+            pytest.fail("the other process holds the gate: this writer must still wait")
+
+    waiter = asyncio.create_task(write())
+    await asyncio.sleep(0.2)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.to_thread(holder.join, 60)
+    # The waiter thread got the gate after the holder let go, and gave it straight back.
+    for _ in range(100):
+        if gate.try_acquire():
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the gate stayed taken after the cancelled waiter got it")
+    gate.release()
+    assert await asyncio.to_thread(_other_process_can_take, Path(lock_path))
+
+
+def _write_rows(url: str, start: int, count: int) -> None:
+    async def main() -> None:
+        db = Database.from_config(DatabaseConfig(url=url, busy_timeout=30.0))
+        try:
+            for i in range(start, start + count, 5):
+                async with db.write() as conn:  # the async path
+                    for n in range(i, i + 5):
+                        await conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+
+                def insert(conn: object, first: int = i) -> None:  # the writer thread's path
+                    conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": -first})  # type: ignore[attr-defined]
+
+                await db.run_write(insert)
+        finally:
+            await db.dispose()
+
+    asyncio.run(main())
+
+
+async def test_writers_of_two_processes_and_both_paths_all_get_through(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'relay.db'}"
+    db = Database.from_config(DatabaseConfig(url=url))
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        children = [
+            SPAWN.Process(target=_write_rows, args=(url, start, 200)) for start in (1, 1001)
+        ]
+        for child in children:
+            child.start()
+        await asyncio.gather(*(asyncio.to_thread(c.join, 120) for c in children))
+        assert [c.exitcode for c in children] == [0, 0]
+        async with db.read() as conn:
+            rows = {n for (n,) in await conn.execute(text("SELECT n FROM t"))}
+        expected = {*range(1, 201), *range(1001, 1201)}
+        expected |= {-i for i in (*range(1, 201, 5), *range(1001, 1201, 5))}
+        assert rows == expected
+    finally:
+        await db.dispose()
