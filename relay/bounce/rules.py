@@ -267,6 +267,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"invalid sender",
             r"sender (address )?does not exist",
             r"unverified sender",
+            r"purported responsible (address|domain)",  # Sender ID (RFC 4407): the sender's PRA
         ),
     ),
     (
@@ -325,7 +326,6 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"invalid (recipient|address|mailbox|"
             r"user)",
             r"not a valid (user|mailbox|recipient)",
-            r"recipient address rejected",
             r"no mailbox",
             r"not our customer",
             r"undeliverable address",
@@ -333,7 +333,6 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"no account",
             r"is not a known user",
             r"not listed in",
-            r"address rejected",
             r"no valid recipients",
             r"user doesn't have",
             r"unknown or illegal alias",
@@ -417,5 +416,12 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(command|parameter) not implemented",
         ),
     ),
+)
+
+# Wording too generic to stand against an RFC 3463 code: consulted only when the code says
+# nothing (absent, X.0.0, or a detail no table knows). Postfix writes "Recipient address
+# rejected:" before any recipient restriction's verdict, not only before "User unknown".
+WEAK_TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("userunknown", (r"recipient address rejected", r"address rejected")),
     ("rejected", (r"rejected", r"refused", r"denied")),
 )
