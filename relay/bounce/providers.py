@@ -161,6 +161,7 @@ PHRASE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Sendmail's local delivery agent (mail.local); Gmail's own "address couldn't be found".
 DIRECTORY_RULES: tuple[str, ...] = (
     r"not listed in (the )?(public )?name (&|and) address book",
+    r"not listed in (the )?domino directory",
     r"\(000c05a6\)",
     r"mail\.local: unknown user",
     r"because the address couldn't be found",
