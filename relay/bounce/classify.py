@@ -132,6 +132,7 @@ def reason_from_text(text: str, weak: bool = False) -> str:
 
 
 COX_RE = re.compile(r"\bAUP#([A-Z0-9]+)", re.IGNORECASE)
+GODADDY_RE = re.compile(r"\b(IB\d{3})\b")
 ORANGE_RE = re.compile(r"\b(?:ofr|lpnaaa|lpn|ouk)(?:\d{3})?_?(\d{3})\b", re.IGNORECASE)
 OUTLOOK_RE = re.compile(
     r"(?<![\w-])(" + "|".join(map(re.escape, providers.OUTLOOK_CODES)) + r")(?![\w-])"
@@ -151,6 +152,7 @@ def reason_from_provider(status: str, text: str) -> str:
     for code_re, table in (
         (COX_RE, providers.COX_CODES),
         (ORANGE_RE, providers.ORANGE_CODES),
+        (GODADDY_RE, providers.GODADDY_CODES),
         (OUTLOOK_RE, providers.OUTLOOK_CODES),
     ):
         for m in code_re.finditer(text):
