@@ -204,6 +204,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"starttls",
             r"\btls (is )?required",
             r"must issue a starttls",
+            r"requires? (start)?tls\b",
             r"(support|offer|advertise)s? (start)?tls",
             r"\btls\b[^.;]{0,30}(required|not (supported|available|offered|advertised)|"
             r"handshake|negotiation)",
@@ -379,7 +380,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"not listed in",
             r"no valid recipients",
             r"user doesn't have",
-            r"unknown or illegal alias",
+            r"unknown (or illegal )?alias",
             r"not a valid recipient",
             r"no longer (active|available)",
             r"(recipient|user) (is )?not (recognized|found|valid|local)",
