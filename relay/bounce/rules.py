@@ -5,6 +5,8 @@ against the SMTP reply or diagnostic text; the first reason whose pattern matche
 table order, so specific reasons come before broad ones. `STATUS_RULES` maps an RFC 3463
 enhanced status code (exact, then `class.subject.*`) to a reason when the text says nothing
 useful. `HARD_REASONS` are the reasons that mean the address itself is bad.
+`WEAK_TEXT_RULES` are wording too generic to stand against a status code: read only after
+the code tables (`relay.bounce.codes`) found nothing.
 """
 
 from __future__ import annotations
