@@ -16,12 +16,23 @@ STATUS_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 CODE_RE = re.compile(r"(?<!\d)([245]\d\d)(?:[ -]|$)")
 
 
-@lru_cache(maxsize=1)
-def _compiled() -> tuple[tuple[str, re.Pattern[str]], ...]:
+def _compile(
+    table: tuple[tuple[str, tuple[str, ...]], ...],
+) -> tuple[tuple[str, re.Pattern[str]], ...]:
     return tuple(
         (reason, re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE))
-        for reason, patterns in rules.TEXT_RULES
+        for reason, patterns in table
     )
+
+
+@lru_cache(maxsize=1)
+def _compiled() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return _compile(rules.TEXT_RULES)
+
+
+@lru_cache(maxsize=1)
+def _weak() -> tuple[tuple[str, re.Pattern[str]], ...]:
+    return _compile(rules.WEAK_TEXT_RULES)
 
 
 @lru_cache(maxsize=1)
@@ -109,16 +120,19 @@ def find_code(text: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def reason_from_text(text: str) -> str:
+def reason_from_text(text: str, weak: bool = False) -> str:
+    """The reason the first matching text rule gives (`rules.TEXT_RULES`, or with `weak` the
+    generic `rules.WEAK_TEXT_RULES`), or ''."""
     if not text:
         return ""
-    for reason, pattern in _compiled():
+    for reason, pattern in _weak() if weak else _compiled():
         if pattern.search(text):
             return reason
     return ""
 
 
 COX_RE = re.compile(r"\bAUP#([A-Z0-9]+)", re.IGNORECASE)
+GODADDY_RE = re.compile(r"\b(IB\d{3})\b")
 ORANGE_RE = re.compile(r"\b(?:ofr|lpnaaa|lpn|ouk)(?:\d{3})?_?(\d{3})\b", re.IGNORECASE)
 OUTLOOK_RE = re.compile(
     r"(?<![\w-])(" + "|".join(map(re.escape, providers.OUTLOOK_CODES)) + r")(?![\w-])"
@@ -138,6 +152,7 @@ def reason_from_provider(status: str, text: str) -> str:
     for code_re, table in (
         (COX_RE, providers.COX_CODES),
         (ORANGE_RE, providers.ORANGE_CODES),
+        (GODADDY_RE, providers.GODADDY_CODES),
         (OUTLOOK_RE, providers.OUTLOOK_CODES),
     ):
         for m in code_re.finditer(text):
@@ -185,7 +200,14 @@ def classify(
     elif sub in codes.DECISIVE_STATUS or status in codes.DECISIVE_STATUS:
         reason = reason_from_status(status)
     else:
-        reason = reason_from_text(text) or reason_from_status(status)
+        # Specific wording, then the status code, then generic wording, then the basic code.
+        reason = reason_from_text(text)
+        by_status = reason_from_status(status)
+        if not reason and by_status not in ("", "undefined"):
+            reason = by_status
+        reason = reason or reason_from_text(text, weak=True)
+        reason = reason or codes.reason_for_code(code if code is not None else find_code(text))
+        reason = reason or by_status
     if status == "4.4.1" and action == "failed":
         reason = "expired"  # "no answer from host" in a final report: the retries ran out
     if code is None:

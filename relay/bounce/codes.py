@@ -1,9 +1,11 @@
 """RFC 3463 enhanced status codes as bounce reasons: data, not code. Extend it here.
 
-`STATUS_RULES` maps a code to a sisimai reason when the diagnostic text matches no text rule
-(`relay.bounce.rules`). A full code ("4.2.1") is looked up first, because RFC 3463 gives some
-codes a different meaning as a transient and as a permanent failure; then `subject.detail`
-with the class dropped, so 4.2.2 and 5.2.2 share a row. `DECISIVE_STATUS` codes are so
+`STATUS_RULES` maps a code to a sisimai reason when the diagnostic text matches no specific
+text rule (`relay.bounce.rules`). A full code ("4.2.1") is looked up first, because RFC 3463
+gives some codes a different meaning as a transient and as a permanent failure; then
+`subject.detail` with the class dropped, so 4.2.2 and 5.2.2 share a row; then the subject
+alone (`SUBJECT_RULES`: X.7.99 is still a security or policy status). `CODE_RULES` maps a
+basic reply code when nothing else speaks. `DECISIVE_STATUS` codes are so
 specific that they beat the text. `HARD_REASONS`: the address itself is bad;
 `POLICY_REASONS` blame the sender (charged to the account); `SENDER_REASONS` never count
 toward a recipient's soft-bounce escalation.
@@ -70,8 +72,8 @@ STATUS_RULES: dict[str, str] = {
     "6.3": "contenterror",
     "6.5": "contenterror",
     "6.6": "contenterror",
-    "7.0": "blocked",
-    "7.1": "rejected",
+    "7.0": "securityerror",
+    "7.1": "securityerror",
     "7.2": "securityerror",
     "7.5": "securityerror",
     "7.6": "securityerror",
@@ -94,6 +96,26 @@ STATUS_RULES: dict[str, str] = {
     "7.28": "spamdetected",  # mail flood
     "7.29": "authfailure",  # ARC
     "7.30": "failedstarttls",  # REQUIRETLS
+}
+
+# A subject with a detail no row above knows: RFC 3463's meaning of the subject alone.
+SUBJECT_RULES: dict[str, str] = {
+    "3": "systemerror",  # mail system status
+    "4": "networkerror",  # network and routing status
+    "6": "contenterror",  # message content or media status
+    "7": "securityerror",  # security or policy status
+}
+
+# Basic reply codes (RFC 5321, RFC 7504) that name a condition when neither the wording nor
+# the enhanced code does.
+CODE_RULES: dict[int, str] = {
+    500: "syntaxerror",  # syntax error, command unrecognised
+    501: "syntaxerror",  # syntax error in parameters or arguments
+    502: "syntaxerror",  # command not implemented
+    503: "syntaxerror",  # bad sequence of commands
+    504: "syntaxerror",  # command parameter not implemented
+    521: "notaccept",  # host does not accept mail (RFC 7504)
+    556: "notaccept",  # domain does not accept mail (RFC 7504)
 }
 
 # Codes (subject.detail) whose meaning is so specific that it beats the text rules.
@@ -138,4 +160,14 @@ def reason_for_status(status: str) -> str:
     """The reason a status code alone implies: full code first, then subject.detail."""
     if not status or "." not in status:
         return ""
-    return STATUS_RULES.get(status) or STATUS_RULES.get(status.split(".", 1)[1], "")
+    sub = status.split(".", 1)[1]
+    return (
+        STATUS_RULES.get(status)
+        or STATUS_RULES.get(sub)
+        or SUBJECT_RULES.get(sub.split(".", 1)[0], "")
+    )
+
+
+def reason_for_code(code: int | None) -> str:
+    """The reason a basic reply code alone implies, or ''."""
+    return CODE_RULES.get(code, "") if code is not None else ""

@@ -1,10 +1,11 @@
 """Mailbox providers' own error codes as bounce reasons: data, not code. Extend it here.
 
 Big providers quote a code of their own in their replies (Cox `AUP#CXBL`, Orange `OFR_416`,
-Yahoo `[BL21]`, Outlook.com `(S3150)`, Exchange Online's three-digit enhanced codes such as
-5.7.606) and document what each means. Such a code holds for any bounce from that provider,
-so it beats the general wording rules (`relay.bounce.rules`) and the RFC 3463 code tables
-(`relay.bounce.codes`). Sources: each provider's postmaster pages, named above its table.
+GoDaddy `IB607`, Yahoo `[BL21]`, Outlook.com `(S3150)`, Exchange Online's three-digit enhanced
+codes such as 5.7.606) and document what each means. Such a code holds for any bounce from
+that provider, so it beats the general wording rules (`relay.bounce.rules`) and the RFC 3463
+code tables (`relay.bounce.codes`). Sources: each provider's postmaster pages, named above
+its table.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ ORANGE_CODES: dict[str, str] = {
     "517": "authfailure",  # DMARC verification failed
     "630": "policyviolation",  # client host rejected
     "999": "blocked",  # service refused
+}
+
+# GoDaddy (smtp.secureserver.net; GoDaddy Help "Fix rejected email with a bounce error"): the
+# reply ends with "IBnnn".
+GODADDY_CODES: dict[str, str] = {
+    "IB212": "spamdetected",  # content judged to be spam by the internet community
+    "IB401": "securityerror",  # authentication is not allowed on inbound servers
+    "IB501": "notcompliantrfc",  # blank From: address
+    "IB502": "notcompliantrfc",  # an IP address as the From: address
+    "IB506": "rejected",  # From: domain is invalid (no MX, no address)
+    "IB508": "authfailure",  # the sender's SPF record does not authorise the IP
+    "IB607": "speeding",  # too many recipients this hour from the IP
 }
 
 # Outlook.com / Hotmail postmaster codes (Outlook.com "Troubleshooting" page), quoted as
@@ -161,6 +174,7 @@ PHRASE_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Sendmail's local delivery agent (mail.local); Gmail's own "address couldn't be found".
 DIRECTORY_RULES: tuple[str, ...] = (
     r"not listed in (the )?(public )?name (&|and) address book",
+    r"not listed in (the )?domino directory",
     r"\(000c05a6\)",
     r"mail\.local: unknown user",
     r"because the address couldn't be found",

@@ -5,6 +5,8 @@ against the SMTP reply or diagnostic text; the first reason whose pattern matche
 table order, so specific reasons come before broad ones. `STATUS_RULES` maps an RFC 3463
 enhanced status code (exact, then `class.subject.*`) to a reason when the text says nothing
 useful. `HARD_REASONS` are the reasons that mean the address itself is bad.
+`WEAK_TEXT_RULES` are wording too generic to stand against a status code: read only after
+the code tables (`relay.bounce.codes`) found nothing.
 """
 
 from __future__ import annotations
@@ -63,9 +65,29 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("securityerror", (r"delivery not authori[sz]ed",)),  # RFC 3463 X.7.1
     ("requireptr", (r"mismatches client ip",)),  # Microsoft: HELO domain vs client address
     ("policyviolation", (r"potential security issue",)),  # Gmail 5.7.0
+    # An explicit spam verdict, even from a content filter or in a reply that goes on to
+    # advise on SPF or DKIM.
+    (
+        "spamdetected",
+        (
+            r"(rejected|blocked|refused|quarantined) (as|due to|because of|for) (its |being )?"
+            r"(spam|junk|unsolicited|bulk)",
+            r"(classified|identified|detected|flagged|marked|considered|scored|treated|"
+            r"determined|tagged) (to be |as |like )?(spam|junk)",
+            r"spam classification",
+            r"looks like (spam|junk)",
+            r"(message|mail|email|content) (is|was|appears to be|seems to be) (spam|junk)",
+        ),
+    ),
     ("filtered", (r"recipient preferences", r"domain filter", r"content filter")),
     # Lotus Notes/Domino: the address is not in the directory ("listed" would read as a DNSBL).
-    ("userunknown", (r"not listed in (the )?(public )?name (&|and) address book",)),
+    (
+        "userunknown",
+        (
+            r"not listed in (the )?(public )?name (&|and) address book",
+            r"not (found|listed|present) in (the )?([\w-]+ )?directory",  # Domino, LDAP
+        ),
+    ),
     ("virusdetected", (r"\bvirus", r"malware", r"infected")),
     (
         "mesgtoobig",
@@ -75,6 +97,10 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"exceeds? (the )?(maximum|max\.?|message) (allowed )?size",
             r"message size exceeds",
             r"message too large",
+            r"(mail|message|e-?mail|data) size (limit )?(exceed|too|over)",
+            r"(?<!mailbox )(?<!mailbox's )size limit (exceeded|reached)",
+            r"(maximum|max\.?) (message|mail|email) size",
+            r"(message|mail|email) (is )?(larger|bigger) than",
             r"mail size",
             r"too big for this system",
             r"message length exceeds",
@@ -86,7 +112,16 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "exceedlimit",
         (r"message header size exceeds", r"exceeds? (the )?size limit"),
     ),
-    ("hasmoved", (r"has moved", r"address (has )?changed", r"no longer (active|valid) at")),
+    (
+        "hasmoved",
+        (
+            r"has moved",
+            r"address (has )?changed",
+            r"no longer (active|valid) at",
+            r"(has )?been replaced by",
+            r"user not local; please try",  # RFC 5321 551: a forward-path is offered
+        ),
+    ),
     (
         "mailboxfull",
         (
@@ -96,6 +131,10 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"exceed(ed|s)? (the |its |their )?(storage|quota|mailbox)",
             r"mailbox size limit",
             r"mailbox exceeds",
+            r"(mailbox|inbox|mail ?box|mail folder)\b[^.;]{0,40}\b(is )?(full|over (its |the )?"
+            r"(quota|limit|size)|exceed(s|ed)?)",
+            r"(mailbox|disk|storage|user|recipient)('s)? quota",
+            r"out of storage",
             r"insufficient (disk )?(space|storage)",
             r"user (is )?over",
             r"not enough (storage|space)",
@@ -113,19 +152,12 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"inactive|deactivated|locked|frozen|expired)",
             r"suspended",
             r"temporarily (disabled|unavailable)",
-            r"temporar(il)?y locked",
+            r"\b(temporar(il)?y|currently|is|been|was) (locked|frozen|disabled|deactivated|"
+            r"suspended)\b",
+            r"mailbox disabled",  # RFC 3463 X.2.1
             r"not active",
             r"inactive (user|account|mailbox)",
             r"account (is )?closed",
-        ),
-    ),
-    # Explicit spam verdicts, even when the reply goes on to advise on SPF or DKIM.
-    (
-        "spamdetected",
-        (
-            r"(rejected|blocked|refused) (due to|because of|for) (its )?spam",
-            r"(classified|identified|detected|flagged|marked) as (spam|junk)",
-            r"spam classification",
         ),
     ),
     (
@@ -170,7 +202,16 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     (
         "failedstarttls",
-        (r"starttls", r"\btls (is )?required", r"must issue a starttls", r"support(s)? tls"),
+        (
+            r"starttls",
+            r"\btls (is )?required",
+            r"must issue a starttls",
+            r"requires? (start)?tls\b",
+            r"(support|offer|advertise)s? (start)?tls",
+            r"\btls\b[^.;]{0,30}(required|not (supported|available|offered|advertised)|"
+            r"handshake|negotiation)",
+            r"encrypted (connection|channel|transport) (is )?required",
+        ),
     ),
     (
         "securityerror",
@@ -228,7 +269,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"spamhaus",
             r"spamcop",
             r"barracuda",
-            r"listed (at|in|on|by)",
+            r"(?<!not )listed (at|in|on|by)",
             r"client host( \S+)? rejected",
             r"access denied",
             r"connection refused by",
@@ -264,9 +305,13 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"envelope from",
             r"return[- ]path",
             r"sender is not",
+            r"sender's (address|domain)",
+            r"\bbad sender",
+            r"sender (address )?(is )?(invalid|not allowed|blacklisted|blocked|banned)",
             r"invalid sender",
             r"sender (address )?does not exist",
             r"unverified sender",
+            r"purported responsible (address|domain)",  # Sender ID (RFC 4407): the sender's PRA
         ),
     ),
     (
@@ -283,6 +328,9 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "hostunknown",
         (
             r"host (or domain )?(name )?(not found|unknown)",
+            r"domain \S+ (does not exist|not found|unknown|is not valid)",
+            r"non-?existent (host|domain)",
+            r"no such host",
             r"unknown host",
             r"domain (name )?(not found|does not exist|unknown)",
             r"no such domain",
@@ -325,7 +373,6 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"invalid (recipient|address|mailbox|"
             r"user)",
             r"not a valid (user|mailbox|recipient)",
-            r"recipient address rejected",
             r"no mailbox",
             r"not our customer",
             r"undeliverable address",
@@ -333,10 +380,9 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"no account",
             r"is not a known user",
             r"not listed in",
-            r"address rejected",
             r"no valid recipients",
             r"user doesn't have",
-            r"unknown or illegal alias",
+            r"unknown (or illegal )?alias",
             r"not a valid recipient",
             r"no longer (active|available)",
             r"(recipient|user) (is )?not (recognized|found|valid|local)",
@@ -355,7 +401,8 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"message expired",
             r"expired after",
             r"could not be delivered (within|for)",
-            r"too long",
+            r"(in (the )?queue|queued|waiting|pending|undelivered) (for )?too long",
+            r"too long in (the )?queue",
             r"undeliverable for",
             r"has been delayed",
             r"gave up",
@@ -381,7 +428,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"lost connection",
             r"could not connect",
             r"unable to connect",
-            r"dns",
+            r"\bdns\b",
             r"temporary lookup",
         ),
     ),
@@ -417,5 +464,12 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(command|parameter) not implemented",
         ),
     ),
+)
+
+# Wording too generic to stand against an RFC 3463 code: consulted only when the code says
+# nothing (absent, X.0.0, or a detail no table knows). Postfix writes "Recipient address
+# rejected:" before any recipient restriction's verdict, not only before "User unknown".
+WEAK_TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("userunknown", (r"recipient address rejected", r"address rejected")),
     ("rejected", (r"rejected", r"refused", r"denied")),
 )

@@ -283,3 +283,73 @@ def test_report_status_is_the_preferred_code() -> None:
 
     c = classify("5.0.0", "550 5.7.1 Connections not accepted: fix reverse DNS", None, "failed")
     assert c.status == "5.7.1" and c.reason == "requireptr"
+
+
+# General rules: phrase families, the order of text and code, the fallbacks (relay.bounce.rules,
+# relay.bounce.codes). The replies are written for these tests, in the style of common MTAs.
+GENERAL = [
+    # Phrase families, whatever the exact wording.
+    (552, None, "Sorry, the inbox of bob is over its quota", SOFT, "mailboxfull"),
+    (452, None, "Mail folder of the recipient exceeded", SOFT, "mailboxfull"),
+    (550, "5.2.1", "User bob@example.net is currently disabled", SOFT, "suspend"),
+    (550, None, "Account was temporarily frozen by the administrator", SOFT, "suspend"),
+    (552, None, "Mail size limit of 20 MB reached, please send less", SOFT, "mesgtoobig"),
+    (552, None, "Message is larger than the 10 MB this server takes", SOFT, "mesgtoobig"),
+    (530, None, "This server requires TLS for all mail", SOFT, "failedstarttls"),
+    (550, None, "Domain example.invalid does not exist", HARD, "hostunknown"),
+    (550, None, "bob@example.net: no such host known", HARD, "hostunknown"),
+    (551, None, "User not local; please try <bob@new.example>", HARD, "hasmoved"),
+    (550, None, "bob@example.net has been replaced by bob@new.example", HARD, "hasmoved"),
+    (550, None, "User bob not found in LDAP directory", HARD, "userunknown"),
+    (550, "5.1.1", "<bob@example.net> unknown alias on mx1.exampledns.net", HARD, "userunknown"),
+    (550, "5.7.1", "Message quarantined as spam by the content filter", SOFT, "spamdetected"),
+    (550, None, "Your mail was scored as junk (8.2 points)", SOFT, "spamdetected"),
+    (553, None, "The sender's domain has no MX and no A record", SOFT, "rejected"),
+    (550, None, "Bad sender address <x@nowhere>", SOFT, "rejected"),
+    # "not listed in" a directory is not a DNSBL listing.
+    (550, None, "User bob (bob@example.net) not listed in Domino Directory", HARD, "userunknown"),
+    # "too long" is expired only for a queue: a long line is the message's fault.
+    (451, None, "This message has been in the queue too long", SOFT, "expired"),
+    # A provider's documented code (GoDaddy IBnnn) beats the wording.
+    (550, "5.7.1", "Please provide a valid From: address. IB501", SOFT, "notcompliantrfc"),
+]
+
+
+@pytest.mark.parametrize(("code", "enhanced", "text", "kind", "reason"), GENERAL)
+def test_general_rules(
+    code: int, enhanced: str | None, text: str, kind: BounceKind, reason: str
+) -> None:
+    c = classify_reply(SmtpReply(code, text, enhanced))
+    assert (c.kind, c.reason) == (kind, reason)
+
+
+def test_generic_wording_yields_to_the_status_code() -> None:
+    # Postfix prefixes any recipient restriction with "Recipient address rejected:": the code
+    # says which restriction it was.
+    reply = "<bob@example.net>: Recipient address rejected: closed for maintenance"
+    assert classify_reply(SmtpReply(521, reply, "5.3.2")).reason == "notaccept"
+    assert classify_reply(SmtpReply(550, "Message refused", "5.7.1")).reason == "securityerror"
+    # With no code to speak, the generic wording still counts.
+    c = classify_reply(SmtpReply(550, reply.replace("closed for maintenance", "see our site")))
+    assert (c.kind, c.reason) == (HARD, "userunknown")
+    assert classify_reply(SmtpReply(554, "Transaction refused")).reason == "rejected"
+
+
+def test_status_subject_when_the_detail_is_unknown() -> None:
+    # RFC 3463: the subject alone still says media, security, system or network trouble.
+    assert classify_reply(SmtpReply(554, "zzz", "5.6.9")).reason == "contenterror"
+    assert classify_reply(SmtpReply(550, "zzz", "5.7.99")).reason == "securityerror"
+    assert classify_reply(SmtpReply(554, "zzz", "5.3.9")).reason == "systemerror"
+    assert classify_reply(SmtpReply(554, "zzz", "5.4.9")).reason == "networkerror"
+    # X.7.x by default is a security or policy status, not a verdict on the sender.
+    assert classify_reply(SmtpReply(550, "zzz", "5.7.1")).reason == "securityerror"
+    assert classify_reply(SmtpReply(451, "zzz", "4.7.1")).reason == "blocked"
+
+
+def test_basic_code_when_nothing_else_speaks() -> None:
+    # RFC 5321 protocol errors and RFC 7504's "does not accept mail" codes.
+    assert classify_reply(SmtpReply(503, "need RCPT first")).reason == "syntaxerror"
+    assert classify_reply(SmtpReply(504, "zzz")).reason == "syntaxerror"
+    c = classify_reply(SmtpReply(556, "example.net: zzz"))
+    assert (c.kind, c.reason) == (HARD, "notaccept")
+    assert classify_reply(SmtpReply(550, "zzz")).reason == "onhold"  # 550 alone says nothing

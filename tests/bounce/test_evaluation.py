@@ -3,7 +3,8 @@
 Runs the shared evaluate.py against the installed `relay` command, on the whole corpus and on
 a fixed held-out quarter (samples whose name hashes to 0 mod 4) whose misclassifications were
 not studied while the rules were tuned: its score estimates how the rules do on bounces never
-seen. The floors sit a little under what the current rules reach, so a regression fails.
+seen; "train" is the other three quarters, the ones the rules were tuned on. The floors sit a
+little under what the current rules reach, so a regression fails.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.conftest import SHARED
 CORPUS = SHARED / "bounces"
 FLOORS = {
     "all": {"recipients": 98.0, "kind": 95.0, "status": 98.0, "reason": 88.5},
+    "train": {"recipients": 99.5, "kind": 96.5, "status": 99.0, "reason": 93.0},
     "heldout": {"recipients": 94.0, "kind": 89.5, "status": 95.0, "reason": 73.0},
 }
 
@@ -35,12 +37,13 @@ def _corpus(split: str, tmp_path: Path) -> Path:
         return CORPUS
     (tmp_path / "eml").symlink_to(CORPUS / "eml")
     lines = (CORPUS / "expected.jsonl").read_text().splitlines()
-    kept = [line for line in lines if is_heldout(json.loads(line)["sample"])]
+    held = split == "heldout"
+    kept = [line for line in lines if is_heldout(json.loads(line)["sample"]) == held]
     (tmp_path / "expected.jsonl").write_text("\n".join(kept) + "\n")
     return tmp_path
 
 
-@pytest.mark.parametrize("split", ["all", "heldout"])
+@pytest.mark.parametrize("split", ["all", "train", "heldout"])
 def test_corpus_scores_hold_their_floors(split: str, tmp_path: Path) -> None:
     relay = Path(sys.executable).parent / "relay"
     proc = subprocess.run(
