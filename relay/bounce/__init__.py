@@ -18,6 +18,13 @@ from flufl.bounce import all_failures
 from relay.bounce.arf import parse_arf
 from relay.bounce.classify import classify, classify_reply, find_command, find_status
 from relay.bounce.dsn import address_of, diagnostic_of, status_blocks
+from relay.bounce.recipients import (
+    ADDRESS_RE,
+    excluded_parties,
+    is_candidate,
+    named_recipients,
+    original_recipients,
+)
 from relay.bounce.report import RecipientResult, Report, ReportType
 from relay.bounce.ses import parse_ses
 from relay.model import BounceKind, Classification
@@ -129,12 +136,24 @@ def _nonstandard(msg: Message, original_id: str, verp: str) -> Report:
         temporary, permanent = frozenset(), frozenset()
     found = [(_addr(a), "failed") for a in permanent] + [(_addr(a), "delayed") for a in temporary]
     found = [(a, act) for a, act in found if a]
-    own = _own_parties(msg)
-    # The bounce's own parties (the original sender, Message-IDs) are dropped, unless a
-    # bounce names nobody else: then it is about the sender's own address.
-    found = [(a, act) for a, act in found if a.lower() not in own] or found
+    body = _body_text(msg)
+    excluded = excluded_parties(msg, [body])
+    strong, weak = named_recipients(_cut_original(body), excluded)
+    named = {a.lower() for a in strong}
+    kept = [(a, act) for a, act in found if is_candidate(a, excluded)]
+    # flufl's detectors are heuristics: where the text names addresses in a bounce-shaped
+    # context, those are the recipients (the ones flufl found too, else all of them). The
+    # bounce's own parties go, unless a bounce names nobody else: then it is about the
+    # sender's own address.
+    if kept and strong:
+        acts = {a.lower(): act for a, act in kept}
+        default = "delayed" if all(act == "delayed" for _, act in kept) else "failed"
+        both = [(a, act) for a, act in kept if a.lower() in named]
+        kept = both or [(a, acts.get(a.lower(), default)) for a in strong]
+    found = kept or found
     if not found and _looks_like_bounce(msg):
-        found = [(a, "failed") for a in _plain_recipients(msg) or _original_recipients(msg)]
+        rest = strong or original_recipients(msg, body[len(_cut_original(body)) :]) or weak
+        found = [(a, "failed") for a in rest]
     if not found:
         # A bounce that names nobody we can find: still a bounce (for the VERP token to match),
         # never mistaken for an auto-reply or ignored.
@@ -156,10 +175,6 @@ BOUNCE_SUBJECT = re.compile(
     r"non[- ]?remis|unzustellbar|could not be delivered|delivery problem|error",
     re.IGNORECASE,
 )
-ADDRESS_RE = re.compile(r"<?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)>?")
-NOT_RECIPIENT_BEFORE = re.compile(
-    r"(mail from:?|from:|envelope-from|sender:?|return-path:?)\s*$", re.IGNORECASE
-)
 
 
 def _looks_like_bounce(msg: Message) -> bool:
@@ -167,41 +182,6 @@ def _looks_like_bounce(msg: Message) -> bool:
         BOUNCE_SENDER.search(str(msg.get("from", "")))
         or BOUNCE_SUBJECT.search(str(msg.get("subject", "")))
     )
-
-
-def _plain_recipients(msg: Message) -> list[str]:
-    """Addresses named in the human-readable part that are not the bounce's own parties."""
-    body = _cut_original(_body_text(msg))
-    own = {a.lower() for _, a in getaddresses(msg.get_all("to", []) + msg.get_all("from", []))}
-    out: list[str] = []
-    for m in ADDRESS_RE.finditer(body):
-        addr = m.group(1).rstrip(".")
-        low = addr.lower()
-        if low in own or low in (a.lower() for a in out):
-            continue
-        if low.split("@")[0] in ("postmaster", "mailer-daemon"):
-            continue
-        if NOT_RECIPIENT_BEFORE.search(body[max(0, m.start() - 20) : m.start()]):
-            continue
-        out.append(addr)
-    return out[:20]
-
-
-def _original_recipients(msg: Message) -> list[str]:
-    """The To of the returned original: the last resort for a bounce naming nobody."""
-    for part in msg.walk():
-        if part.get_content_type() in ("message/rfc822", "text/rfc822-headers"):
-            payload = part.get_payload()
-            inner = payload[0] if isinstance(payload, list) and payload else None
-            if isinstance(inner, Message):
-                return [a for _, a in getaddresses(inner.get_all("to", [])) if "@" in a]
-    text = _body_text(msg)
-    cut = CUT_RE.search(text)
-    if cut:
-        m = re.search(r"^to:\s*(.+)$", text[cut.start() :], re.IGNORECASE | re.MULTILINE)
-        if m:
-            return [a for _, a in getaddresses([m.group(1)]) if "@" in a]
-    return []
 
 
 def _cut_original(body: str) -> str:
@@ -216,22 +196,6 @@ def _addr(value: bytes | str) -> str:
         m = ADDRESS_RE.search(text)
         return m.group(1) if m else ""
     return text if "@" in text else ""
-
-
-MESSAGE_ID_ADDR = re.compile(r"message-id:\s*<([^>\s]+@[^>\s]+)>", re.IGNORECASE)
-
-
-def _own_parties(msg: Message) -> set[str]:
-    """Addresses that are never the failed recipient: the bounce's own From/To (the sender)
-    and Message-IDs, which look like addresses."""
-    own = {a.lower() for _, a in getaddresses(msg.get_all("to", []) + msg.get_all("from", []))}
-    for part in msg.walk():
-        if part.get_content_maintype() == "text" and not part.is_multipart():
-            raw = part.get_payload(decode=True)
-            if isinstance(raw, bytes):
-                text = raw.decode("utf-8", "replace")
-                own.update(m.group(1).lower() for m in MESSAGE_ID_ADDR.finditer(text))
-    return own
 
 
 def _body_text(msg: Message) -> str:
