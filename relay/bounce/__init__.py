@@ -177,11 +177,26 @@ BOUNCE_SUBJECT = re.compile(
 )
 
 
+# What only a failure report says in its own words: an SMTP reply with an enhanced status,
+# or an MTA's stock sentence. Read when neither the sender nor the subject gives it away.
+FAILURE_EVIDENCE = re.compile(
+    r"(?:^|\s)[45]\d\d[ -][45]\.\d{1,3}\.\d{1,3}(?!\S)|"
+    r"\b(?:could ?n[o']t|can ?not|unable to|failed to) (?:be )?deliver|undeliverable|"
+    r"\bdelivery (?:to .{1,80} )?(?:has )?(?:permanently )?failed|"
+    r"permanent (?:error|failure|fatal)|"
+    r"\b(?:user|recipient|mailbox|address) (?:unknown|not found|does not exist)|"
+    r"returned to sender|delivery status notification",
+    re.IGNORECASE,
+)
+
+
 def _looks_like_bounce(msg: Message) -> bool:
-    return bool(
-        BOUNCE_SENDER.search(str(msg.get("from", "")))
-        or BOUNCE_SUBJECT.search(str(msg.get("subject", "")))
-    )
+    if BOUNCE_SENDER.search(str(msg.get("from", ""))) or BOUNCE_SUBJECT.search(
+        str(msg.get("subject", ""))
+    ):
+        return True
+    # An auto-reply may quote the failure wording of the message it answers.
+    return not _is_autoreply(msg) and bool(FAILURE_EVIDENCE.search(_cut_original(_body_text(msg))))
 
 
 def _cut_original(body: str) -> str:

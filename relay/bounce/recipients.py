@@ -26,7 +26,8 @@ SENDER_FIELDS = re.compile(
 RECIPIENT_FIELDS = re.compile(r"^[\s>]*(to|cc)\s*:", re.IGNORECASE)
 # The words just before an address that make it a sender, a contact or an identifier.
 NOT_RECIPIENT_BEFORE = re.compile(
-    r"(mail from:?|\bfrom:?|envelope-from|sender:?|return-path:?|message-id:?|\bid)\s*<?$",
+    r"(mail from:?|\bfrom:?|envelope-from|sender:?|return-path:?|message-id:?|\bid|"
+    r"\b(?:sent|written|originated) by)\s*<?$",
     re.IGNORECASE,
 )
 CONTACT_BEFORE = re.compile(
@@ -134,7 +135,7 @@ def named_recipients(body: str, excluded: set[str]) -> tuple[list[str], list[str
             before, after = line[: m.start()], line[m.end() :]
             if addr.lower() in seen or not is_candidate(addr, excluded):
                 continue
-            if _in_url(line, m.start()) or NOT_RECIPIENT_BEFORE.search(before[-24:]):
+            if _in_url(line, m.start(), m.end()) or NOT_RECIPIENT_BEFORE.search(before[-24:]):
                 continue
             seen.add(addr.lower())
             if CONTACT_BEFORE.search(before):
@@ -151,6 +152,8 @@ def named_recipients(body: str, excluded: set[str]) -> tuple[list[str], list[str
     return strong, weak
 
 
-def _in_url(line: str, start: int) -> bool:
-    token = line[:start].rsplit(None, 1)[-1] if line[:start].strip() else ""
+def _in_url(line: str, start: int, end: int) -> bool:
+    """Whether the address at line[start:end] is part of a URL (a link's path or query)."""
+    token_start = max(line.rfind(" ", 0, start), line.rfind("\t", 0, start)) + 1
+    token = line[token_start:end]
     return "://" in token or (start > 0 and line[start - 1] in "/=?&")
