@@ -239,6 +239,10 @@ def classify(
         return Classification(BounceKind.SOFT, reason, status)
     if permanent and reason in codes.HARD_REASONS:
         return Classification(BounceKind.HARD, reason, status)
+    if action == "failed" and reason in codes.HARD_REASONS - {"notaccept"}:
+        # A final report on an address the far end said it does not know, even with a 4xx
+        # code (450 4.1.1): the MTA has given up, and the address is to blame.
+        return Classification(BounceKind.HARD, reason, status)
     return Classification(BounceKind.SOFT, reason, status)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.bounce import classify_reply
+from relay.bounce import classify, classify_reply
 from relay.model import BounceKind, SmtpReply
 
 HARD, SOFT = BounceKind.HARD, BounceKind.SOFT
@@ -353,3 +353,11 @@ def test_basic_code_when_nothing_else_speaks() -> None:
     c = classify_reply(SmtpReply(556, "example.net: zzz"))
     assert (c.kind, c.reason) == (HARD, "notaccept")
     assert classify_reply(SmtpReply(550, "zzz")).reason == "onhold"  # 550 alone says nothing
+
+
+def test_a_final_report_on_an_unknown_address_is_hard_even_with_a_4xx_code() -> None:
+    text = "450 4.1.1 <a@example.org>: Recipient address rejected: User unknown"
+    assert classify("4.1.1", text, None, "failed", "RCPT").kind == BounceKind.HARD
+    # Still being retried, or a live reply: the far end may yet know the address.
+    assert classify("4.1.1", text, None, "delayed", "RCPT").kind == BounceKind.SOFT
+    assert classify("4.1.1", text, 450, "", "RCPT").kind == BounceKind.SOFT

@@ -142,3 +142,23 @@ I am away. If your message is undeliverable elsewhere, write to walter@dest.exam
     report = parse(text.encode())
     assert report.type == ReportType.AUTOREPLY
     assert report.results == ()
+
+
+def test_an_auto_generated_bounce_is_still_a_bounce() -> None:
+    # RFC 3834: "auto-generated" marks any automatic message, bounces included.
+    text = """\
+From: Gateway <gateway@relay.example.com>
+To: peggy@sender.example
+Subject: Notice
+Auto-Submitted: auto-generated
+
+Delivery to the following recipient has failed permanently:
+
+    walter@dest.example
+
+550 5.1.1 The email account that you tried to reach does not exist.
+"""
+    report = parse(text.encode())
+    assert report.type == ReportType.NONSTANDARD
+    assert [r.recipient for r in report.results] == ["walter@dest.example"]
+    assert report.kind == BounceKind.HARD
