@@ -2,22 +2,21 @@
 
 Input: `DatabaseConfig`. Output: an `AsyncEngine` tuned for the dialect (SQLite: WAL,
 foreign keys, busy timeout, synchronous=FULL so a commit is on disk; MySQL: utf8mb4,
-pre-ping, recycle, READ COMMITTED), and `Database.run_write` for hot write paths that run a
-whole transaction as one synchronous function (SQLite: in one writer thread, one hand-off per
-transaction). SQLite writers pass `relay.store.write_gate` first. Also tells whether the
-schema is at the code's head.
+pre-ping, recycle, READ COMMITTED), and `Database`: reads, write transactions (SQLite: lined
+up through `relay.store.write_gate` and run inline, see `Database.write`) and `run_write` for
+a transaction written as one synchronous function. Also tells whether the schema is at the
+code's head.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy import event, text
@@ -27,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from relay.config import DatabaseConfig
 from relay.errors import ConfigError, SchemaError, StoreUnavailable
+from relay.store.inline import InlineConnection
 from relay.store.write_gate import WriteGate, gate_for
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
@@ -64,19 +64,20 @@ def _sqlite_engine(config: DatabaseConfig, path: str, **overrides: Any) -> Async
 
 
 def sqlite_writer(config: DatabaseConfig) -> Engine | None:
-    """A synchronous pysqlite engine on the same file, for `Database.run_write`'s thread;
-    None for an in-memory database (a second engine would open a different one)."""
+    """A synchronous pysqlite engine on the same file for `Database.write`'s inline
+    transactions; None for an in-memory database (a second engine would open another one).
+    Its busy timeout is zero: it must never sleep on the event loop (see `Database.write`)."""
     url = make_url(config.url)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     engine = create_sync_engine(
         url.set(drivername="sqlite"),
-        # One thread uses it; the connection is made there and never leaves it.
-        connect_args={"timeout": config.busy_timeout, "check_same_thread": False},
+        # Used by one event loop's thread at a time (writes are lined up), made lazily there.
+        connect_args={"timeout": 0, "check_same_thread": False},
         pool_size=1,
         max_overflow=0,
     )
-    _sqlite_setup(engine, config.busy_timeout)
+    _sqlite_setup(engine, 0)
     return engine
 
 
@@ -156,7 +157,8 @@ def _escaper(escape: Callable[[Any], str]) -> Callable[[Any], str]:
 
 
 class Database:
-    """The engine plus the two ways in: `read()` for queries, `write()` for a transaction.
+    """The engine plus the ways in: `read()` for queries, `write()` for a transaction,
+    `run_write()` for a transaction written as one synchronous function.
 
     On SQLite a write transaction starts with BEGIN IMMEDIATE: it takes the write lock up
     front instead of upgrading a read lock mid-transaction, the upgrade that makes concurrent
@@ -168,13 +170,12 @@ class Database:
         self.is_mysql = is_mysql(engine)
         self.config: DatabaseConfig | None = None  # set by from_config; `twin` needs it
         self._writer = engine.execution_options(relay_write=True)
-        self._sync_engine = sync_writer
-        self._sync_writer = sync_writer and sync_writer.execution_options(relay_write=True)
-        self._thread: ThreadPoolExecutor | None = None
+        self._inline_engine = sync_writer
+        self._inline = sync_writer and sync_writer.execution_options(relay_write=True)
         self._gate: WriteGate | None = None
-        self._gate_queue: asyncio.Lock | None = None
+        self._line: asyncio.Lock | None = None  # this Database's writers, in turn
         database = engine.url.database or ""
-        if engine.url.get_backend_name() == "sqlite" and database not in ("", ":memory:"):
+        if sync_writer is not None:
             self._gate = gate_for(database)
 
     @classmethod
@@ -196,51 +197,76 @@ class Database:
         return Database.from_config(self.config, **overrides)
 
     async def run_write(self, work: Callable[[Connection], T]) -> T:
-        """Run `work(conn)` as one write transaction, committed when it returns.
-
-        SQLite (a file): in the one writer thread over a synchronous connection, so a whole
-        transaction costs one loop↔thread hand-off instead of several per statement
-        (aiosqlite). Otherwise: `run_sync` on an async connection. If the caller is
-        cancelled, the transaction still runs to its end in the thread; callers that must
-        know its outcome shield it.
-        """
-        if self._sync_writer is None:
+        """Run `work(conn)` on a synchronous connection as one write transaction, committed
+        when it returns (SQLite: inline, as `write` does; MySQL: `run_sync`)."""
+        if self._inline is None:
             async with self.write() as conn:
                 return await conn.run_sync(work)
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-db-write")
-        writer = self._sync_writer
-
-        gate = self._gate
-
-        def transaction() -> T:
-            with gate.held() if gate else nullcontext(), writer.begin() as conn:
-                return work(conn)
-
-        return await asyncio.get_running_loop().run_in_executor(self._thread, transaction)
+        async with self._inline_transaction() as conn:
+            return work(conn)
 
     def read(self) -> AsyncContextManager[AsyncConnection]:
         return self.engine.connect()
 
     def write(self) -> AsyncContextManager[AsyncConnection]:
-        if self._gate is None:
+        """A write transaction, committed when the block ends without an exception.
+
+        SQLite (a file): the writers of this Database line up, take the write gate
+        (`relay.store.write_gate`: other loops and processes), then run their statements
+        inline on a synchronous connection (`relay.store.inline`): the loop is held for
+        the statements and the fsync'd commit, never for a wait. A writer outside relay
+        holding the lock (migrations, the sqlite3 shell) is waited for with sleeps on the
+        loop, up to `database.busy_timeout`. Elsewhere: an aiosqlite / aiomysql
+        transaction.
+        """
+        if self._inline is None:
             return self._writer.begin()
-        return self._gated_write(self._gate)
+        return self._inline_write()
 
     @asynccontextmanager
-    async def _gated_write(self, gate: WriteGate) -> AsyncIterator[AsyncConnection]:
-        if self._gate_queue is None:
-            self._gate_queue = asyncio.Lock()
-        async with gate.held_async(self._gate_queue), self._writer.begin() as conn:
-            yield conn
+    async def _inline_write(self) -> AsyncIterator[AsyncConnection]:
+        async with self._inline_transaction() as conn:
+            # A stand-in with AsyncConnection's methods: the store's functions take either.
+            yield cast(AsyncConnection, InlineConnection(conn))
+
+    @asynccontextmanager
+    async def _inline_transaction(self) -> AsyncIterator[Connection]:
+        assert self._inline is not None and self._gate is not None
+        if self._line is None:
+            self._line = asyncio.Lock()
+        async with self._line, self._gate.held():
+            conn = await self._begin_inline(self._inline)
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            else:
+                conn.commit()
+            finally:
+                conn.close()
+
+    async def _begin_inline(self, engine: Engine) -> Connection:
+        """BEGIN IMMEDIATE; if a writer outside relay holds the lock, try again after a
+        sleep that lets the loop run, until `busy_timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.busy_timeout if self.config else 30.0)
+        pause = 0.001
+        while True:
+            conn = engine.connect()
+            try:
+                conn.begin()  # the "begin" listener issues BEGIN IMMEDIATE
+                return conn
+            except OperationalError as e:
+                conn.close()
+                if "locked" not in str(e) or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     async def dispose(self) -> None:
-        if self._thread is not None and self._sync_engine is not None:
-            # Closed in the thread that opened it; waits for a transaction still running.
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._thread, self._sync_engine.dispose)
-            self._thread.shutdown()
-            self._thread = None
+        if self._inline_engine is not None:
+            self._inline_engine.dispose()
         await self.engine.dispose()
 
 

@@ -1,5 +1,6 @@
-"""The SQLite write gate: processes take turns on it, a process's writers share it, a waiter
-that gives up hands it back, and writers of two processes on one file all get through."""
+"""SQLite writes: the write gate (processes and threads take turns, a waiter that gives up
+hands it back), writers of two processes on one file all get through, and a writer outside
+relay holding the lock is waited for without stopping the event loop."""
 
 from __future__ import annotations
 
@@ -33,18 +34,18 @@ def _other_process_can_take(lock_path: Path) -> bool:
     return bool(answer.get(timeout=5))
 
 
-def test_a_held_gate_keeps_other_processes_out_until_its_last_holder_lets_go(
+def test_a_held_gate_keeps_other_processes_and_threads_out_until_it_is_let_go(
     tmp_path: Path,
 ) -> None:
     gate = WriteGate(str(tmp_path / "db-writer.lock"))
     assert _other_process_can_take(tmp_path / "db-writer.lock")
     gate.acquire()
-    assert gate.try_acquire()  # a second writer of this process goes straight on
+    assert not gate.try_acquire()  # another writer of this process waits too
     assert not _other_process_can_take(tmp_path / "db-writer.lock")
     gate.release()
-    assert not _other_process_can_take(tmp_path / "db-writer.lock")  # one holder left
-    gate.release()
     assert _other_process_can_take(tmp_path / "db-writer.lock")
+    assert gate.try_acquire()
+    gate.release()
 
 
 def test_one_gate_per_database_file(tmp_path: Path) -> None:
@@ -72,10 +73,9 @@ async def test_a_cancelled_waiter_hands_the_gate_back_once_it_gets_it(tmp_path: 
     holder.start()
     assert await asyncio.to_thread(holding.wait, 60)
     gate = WriteGate(lock_path)
-    queue = asyncio.Lock()
 
     async def write() -> None:
-        async with gate.held_async(queue):
+        async with gate.held():
             pytest.fail("the other process holds the gate: this writer must still wait")
 
     waiter = asyncio.create_task(write())
@@ -132,5 +132,79 @@ async def test_writers_of_two_processes_and_both_paths_all_get_through(tmp_path:
         expected = {*range(1, 201), *range(1001, 1201)}
         expected |= {-i for i in (*range(1, 201, 5), *range(1001, 1201, 5))}
         assert rows == expected
+    finally:
+        await db.dispose()
+
+
+async def test_a_foreign_writer_is_waited_for_while_the_loop_keeps_running(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "relay.db"
+    db = Database.from_config(DatabaseConfig(url=f"sqlite+aiosqlite:///{path}", busy_timeout=10))
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        shell = sqlite3.connect(path, isolation_level=None)  # like the sqlite3 shell
+        shell.execute("BEGIN IMMEDIATE")
+        shell.execute("INSERT INTO t (n) VALUES (1)")
+
+        async def write() -> None:
+            async with db.write() as conn:
+                await conn.execute(text("INSERT INTO t (n) VALUES (2)"))
+
+        writer = asyncio.create_task(write())
+        ticks = 0
+        for _ in range(20):  # the loop runs while the writer waits for the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not writer.done()
+        shell.execute("COMMIT")
+        await asyncio.wait_for(writer, 10)
+        assert ticks == 20
+        async with db.read() as conn:
+            assert [n for (n,) in await conn.execute(text("SELECT n FROM t ORDER BY n"))] == [1, 2]
+        shell.close()
+    finally:
+        await db.dispose()
+
+
+async def test_a_foreign_writer_holding_on_past_busy_timeout_fails_the_write(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    path = tmp_path / "relay.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    db = Database.from_config(DatabaseConfig(url=url, busy_timeout=0.3))
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        shell = sqlite3.connect(path, isolation_level=None)
+        shell.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"):
+            async with db.write() as conn:
+                await conn.execute(text("INSERT INTO t (n) VALUES (2)"))
+        shell.execute("ROLLBACK")
+        shell.close()
+        async with db.write() as conn:  # the gate was let go: the next write goes through
+            await conn.execute(text("INSERT INTO t (n) VALUES (3)"))
+    finally:
+        await db.dispose()
+
+
+async def test_an_exception_rolls_the_inline_transaction_back(tmp_path: Path) -> None:
+    db = Database.from_config(DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"))
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        with pytest.raises(RuntimeError):
+            async with db.write() as conn:
+                await conn.execute(text("INSERT INTO t (n) VALUES (1)"))
+                async with conn.begin_nested():
+                    await conn.execute(text("INSERT INTO t (n) VALUES (2)"))
+                raise RuntimeError("the caller's own trouble")
+        assert await db.run_write(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar()) == 0
     finally:
         await db.dispose()
