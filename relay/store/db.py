@@ -4,14 +4,15 @@ Input: `DatabaseConfig`. Output: an `AsyncEngine` tuned for the dialect (SQLite:
 foreign keys, busy timeout, synchronous=FULL so a commit is on disk; MySQL: utf8mb4,
 pre-ping, recycle, READ COMMITTED), and `Database`: reads, write transactions (SQLite: lined
 up through `relay.store.write_gate` and run inline, see `Database.write`) and `run_write` for
-a transaction written as one synchronous function. Also tells whether the schema is at the
-code's head.
+a transaction written as one synchronous function (SQLite: in a writer thread). Also tells
+whether the schema is at the code's head.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -63,21 +64,22 @@ def _sqlite_engine(config: DatabaseConfig, path: str, **overrides: Any) -> Async
     return engine
 
 
-def sqlite_writer(config: DatabaseConfig) -> Engine | None:
-    """A synchronous pysqlite engine on the same file for `Database.write`'s inline
-    transactions; None for an in-memory database (a second engine would open another one).
-    Its busy timeout is zero: it must never sleep on the event loop (see `Database.write`)."""
+def sqlite_writer(config: DatabaseConfig, busy_timeout: float = 0) -> Engine | None:
+    """A synchronous pysqlite engine on the same file, for `Database.write`'s inline
+    transactions (busy timeout zero: it must never sleep on the event loop) or for
+    `run_write`'s thread; None for an in-memory database (a second engine would open
+    another one)."""
     url = make_url(config.url)
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return None
     engine = create_sync_engine(
         url.set(drivername="sqlite"),
-        # Used by one event loop's thread at a time (writes are lined up), made lazily there.
-        connect_args={"timeout": 0, "check_same_thread": False},
+        # Used by one thread at a time (writes are lined up), made lazily there.
+        connect_args={"timeout": busy_timeout, "check_same_thread": False},
         pool_size=1,
         max_overflow=0,
     )
-    _sqlite_setup(engine, 0)
+    _sqlite_setup(engine, busy_timeout)
     return engine
 
 
@@ -165,22 +167,30 @@ class Database:
     writers fail with 'database is locked'. On MySQL both are plain transactions.
     """
 
-    def __init__(self, engine: AsyncEngine, sync_writer: Engine | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        inline: Engine | None = None,
+        threaded: Engine | None = None,
+    ) -> None:
         self.engine = engine
         self.is_mysql = is_mysql(engine)
         self.config: DatabaseConfig | None = None  # set by from_config; `twin` needs it
         self._writer = engine.execution_options(relay_write=True)
-        self._inline_engine = sync_writer
-        self._inline = sync_writer and sync_writer.execution_options(relay_write=True)
+        self._inline_engine, self._threaded_engine = inline, threaded
+        self._inline = inline and inline.execution_options(relay_write=True)
+        self._threaded = threaded and threaded.execution_options(relay_write=True)
+        self._thread: ThreadPoolExecutor | None = None
         self._gate: WriteGate | None = None
-        self._line: asyncio.Lock | None = None  # this Database's writers, in turn
-        database = engine.url.database or ""
-        if sync_writer is not None:
-            self._gate = gate_for(database)
+        self._line: asyncio.Lock | None = None  # this Database's inline writers, in turn
+        if inline is not None or threaded is not None:
+            self._gate = gate_for(engine.url.database or "")
 
     @classmethod
     def from_config(cls, config: DatabaseConfig, **overrides: Any) -> Database:
-        db = cls(create_engine(config, **overrides), sqlite_writer(config))
+        inline = sqlite_writer(config)
+        threaded = sqlite_writer(config, config.busy_timeout) if inline else None
+        db = cls(create_engine(config, **overrides), inline, threaded)
         db.config = config
         return db
 
@@ -198,12 +208,31 @@ class Database:
 
     async def run_write(self, work: Callable[[Connection], T]) -> T:
         """Run `work(conn)` on a synchronous connection as one write transaction, committed
-        when it returns (SQLite: inline, as `write` does; MySQL: `run_sync`)."""
-        if self._inline is None:
+        when it returns.
+
+        SQLite (a file): in a writer thread, past the write gate. Intake's group commit
+        uses it: the loop goes on reading other sessions' DATA during the commit, so the
+        next batch is larger (measured: inline instead cost 25–40% of the acceptance rate).
+        Otherwise: `run_sync` on an async connection. If the caller is cancelled, the
+        transaction still runs to its end in the thread; callers that must know its
+        outcome shield it.
+        """
+        if self._threaded is None or self._gate is None:
             async with self.write() as conn:
                 return await conn.run_sync(work)
-        async with self._inline_transaction() as conn:
-            return work(conn)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="relay-db-write")
+        writer, gate = self._threaded, self._gate
+
+        def transaction() -> T:
+            gate.acquire()
+            try:
+                with writer.begin() as conn:
+                    return work(conn)
+            finally:
+                gate.release()
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, transaction)
 
     def read(self) -> AsyncContextManager[AsyncConnection]:
         return self.engine.connect()
@@ -265,6 +294,12 @@ class Database:
             pause = min(pause * 2, 0.05)
 
     async def dispose(self) -> None:
+        if self._thread is not None and self._threaded_engine is not None:
+            # Closed in the thread that opened it; waits for a transaction still running.
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._thread, self._threaded_engine.dispose)
+            self._thread.shutdown()
+            self._thread = None
         if self._inline_engine is not None:
             self._inline_engine.dispose()
         await self.engine.dispose()
