@@ -310,6 +310,25 @@ GENERAL = [
     (550, None, "User bob (bob@example.net) not listed in Domino Directory", HARD, "userunknown"),
     # "too long" is expired only for a queue: a long line is the message's fault.
     (451, None, "This message has been in the queue too long", SOFT, "expired"),
+    # Wording classes: any MTA's word order for relaying, size, DNSBLs, hosts, expiry.
+    (550, None, "Relaying is not permitted for your address", SOFT, "norelaying"),
+    (554, None, "We will not relay mail for example.net", SOFT, "norelaying"),
+    (552, None, "Your message's size of 31 MB exceeds what we take", SOFT, "mesgtoobig"),
+    (554, None, "Connection from 192.0.2.9 rejected: see uceprotect.net", SOFT, "blocked"),
+    (550, None, "Host mx.example.invalid could not be found", HARD, "hostunknown"),
+    (550, None, "Unroutable mail domain example.invalid", HARD, "hostunknown"),
+    (421, None, "Too many open sessions from your address, come back later", SOFT, "toomanyconn"),
+    (554, None, "Message was undeliverable for more than 5 days", SOFT, "expired"),
+    (530, "5.7.0", "Must issue a STARTTLS command first", SOFT, "failedstarttls"),
+    (550, None, "Header lines break RFC 5322, fix them", SOFT, "notcompliantrfc"),
+    # Postfix's "delivery temporarily suspended" defers a destination, not an account.
+    (
+        451,
+        None,
+        "delivery temporarily suspended: connect to mx.example.net: network is unreachable",
+        SOFT,
+        "networkerror",
+    ),
     # A provider's documented code (GoDaddy IBnnn) beats the wording.
     (550, "5.7.1", "Please provide a valid From: address. IB501", SOFT, "notcompliantrfc"),
 ]
@@ -361,3 +380,11 @@ def test_a_final_report_on_an_unknown_address_is_hard_even_with_a_4xx_code() -> 
     # Still being retried, or a live reply: the far end may yet know the address.
     assert classify("4.1.1", text, None, "delayed", "RCPT").kind == BounceKind.SOFT
     assert classify("4.1.1", text, 450, "", "RCPT").kind == BounceKind.SOFT
+
+
+def test_a_reputation_verdict_beats_a_passing_mention_of_spam() -> None:
+    text = (
+        "This message has been rate limited because of the very low reputation of the "
+        "sending domain. To protect our users from spam, mail is limited."
+    )
+    assert classify_reply(SmtpReply(421, text, "4.7.0")).reason == "badreputation"
