@@ -227,8 +227,6 @@ def test_status_alone_by_class() -> None:
 
 
 def test_no_answer_from_host_in_a_final_report_is_expired() -> None:
-    from relay.bounce import classify
-
     assert classify("4.4.1", "Connection timed out", None, "failed", "").reason == "expired"
     assert classify("4.4.1", "Connection timed out", None, "delayed", "").reason == "networkerror"
 
@@ -382,9 +380,31 @@ def test_a_final_report_on_an_unknown_address_is_hard_even_with_a_4xx_code() -> 
     assert classify("4.1.1", text, 450, "", "RCPT").kind == BounceKind.SOFT
 
 
+def test_the_stage_explains_a_refusal_the_words_do_not() -> None:
+    from relay.bounce.classify import find_command
+
+    # Refused at the greeting or at HELO: the client host is refused (sisimai's "blocked").
+    greeting = "host mx.example.net[192.0.2.7] refused to talk to me: 554 Go away"
+    assert find_command(greeting) == "CONN"
+    assert classify("5.0.0", greeting, None, "failed", "CONN").reason == "blocked"
+    helo = "SMTP error from remote mail server after EHLO box.example.org: 550 Nope"
+    assert find_command(helo) == "HELO"
+    assert classify("", helo, None, "failed", "HELO").reason == "blocked"
+    # At MAIL FROM: the sender is refused, even when the words speak of an unknown user.
+    mail = "host mx.example.net said: 550 Unknown user (in reply to MAIL FROM command)"
+    assert find_command(mail) == "MAIL"
+    assert classify("5.0.0", mail, None, "failed", "MAIL").reason == "rejected"
+    assert classify("5.0.0", "550 Not today", None, "failed", "MAIL").reason == "rejected"
+    # At RCPT the wording still decides; the stage alone says nothing more.
+    rcpt = "host mx.example.net said: 550 Request refused (in reply to RCPT TO command)"
+    assert classify("5.0.0", rcpt, None, "failed", "RCPT").reason == "rejected"
+
+
+
 def test_a_reputation_verdict_beats_a_passing_mention_of_spam() -> None:
     text = (
         "This message has been rate limited because of the very low reputation of the "
         "sending domain. To protect our users from spam, mail is limited."
     )
     assert classify_reply(SmtpReply(421, text, "4.7.0")).reason == "badreputation"
+
