@@ -253,8 +253,10 @@ def classify(
         # A delay notice: still being retried after generic trouble at the far end; the
         # message is ageing in a queue (sisimai's "expired" for delay reports).
         reason = "expired"
-    if not reason:
-        reason = "undefined" if not permanent else "onhold"
+    if not reason or reason == "undefined":
+        # Nothing decides: "onhold" when there are words to hold on to (sisimai's choice),
+        # "undefined" when there are none.
+        reason = "onhold" if text.strip() else "undefined"
     if reason == "mailboxfull":  # 5.2.2 included: the mailbox may be emptied
         return Classification(BounceKind.SOFT, reason, status)
     if permanent and reason in codes.HARD_REASONS:

@@ -408,3 +408,20 @@ def test_a_reputation_verdict_beats_a_passing_mention_of_spam() -> None:
     )
     assert classify_reply(SmtpReply(421, text, "4.7.0")).reason == "badreputation"
 
+
+def test_encryption_reply_codes_when_nothing_else_speaks() -> None:
+    assert classify_reply(SmtpReply(538, "zzz")).reason == "failedstarttls"
+
+
+def test_generic_codes_leave_the_reason_to_the_words_or_to_onhold() -> None:
+    # X.5.0 and X.5.1 come with refusals of every kind; the basic code still tells a
+    # command syntax error.
+    assert classify_reply(SmtpReply(550, "zzz", "5.5.0")).reason == "onhold"
+    assert classify_reply(SmtpReply(501, "zzz", "5.5.1")).reason == "syntaxerror"
+    # A generic transient code in a final report: words but no condition is "onhold",
+    # no words at all "undefined".
+    assert classify("4.3.0", "451 Please come back", None, "failed", "").reason == "onhold"
+    assert classify("4.4.0", "", None, "failed", "").reason == "undefined"
+    # Still in the queue: the message is ageing.
+    assert classify("4.4.0", "451 Please come back", None, "delayed", "").reason == "expired"
+    assert classify_reply(SmtpReply(552, "zzz", "5.7.16")).reason == "mesgtoobig"
