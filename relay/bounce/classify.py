@@ -47,20 +47,34 @@ def find_status(text: str) -> str:
 
 
 COMMAND_RE = re.compile(
-    r"\b(?:after|in reply to|to)\s+(?:the\s+)?(?:end of\s+)?(rcpt to|rcpt|mail from|mail|data)\b"
-    r"|>>> (rcpt to|mail from|data)|smtp command:? (rcpt|mail|data)"
-    r"|did not like our (?:final )?(rcpt to|mail from|data)",
+    r"\b(?:after|in reply to|to)\s+(?:the\s+)?(?:end of\s+)?"
+    r"(rcpt to|rcpt|mail from|mail|data|ehlo|helo)\b(?!\.\w)"  # not a host: "to mail.example"
+    r"|>>> (rcpt to|mail from|data|ehlo|helo)|smtp command:? (rcpt|mail|data|ehlo|helo)"
+    r"|did not like our (?:final )?(rcpt to|mail from|data|ehlo|helo)"
+    # Refused before any command, at the greeting (Postfix, Exim wordings).
+    r"|(refused to talk to me|after (?:the )?initial connection"
+    r"|(?:after|in reply to|during) (?:the )?(?:smtp )?(?:greeting|banner|connect)\b)",
     re.IGNORECASE,
 )
+STAGES = {"MAIL": "MAIL", "RCPT": "RCPT", "DATA": "DATA", "EHLO": "HELO", "HELO": "HELO"}
+
+
+# A refusal the wording and the code leave unexplained, by the stage it came at: at the
+# greeting or HELO it is about the client host (sisimai's "blocked"), at MAIL FROM about the
+# sender ("rejected"). RCPT and DATA refusals have too many causes for the stage to say.
+STAGE_REASONS = {"CONN": "blocked", "HELO": "blocked", "MAIL": "rejected"}
 
 
 def find_command(text: str) -> str:
-    """The SMTP stage a report says the failure came at: MAIL, RCPT, DATA or ''."""
+    """The SMTP stage a report says the failure came at: CONN (the greeting), HELO, MAIL,
+    RCPT, DATA, or ''."""
     m = COMMAND_RE.search(text or "")
     if not m:
         return ""
+    if m.group(m.re.groups):  # the last group: no command, the connection itself
+        return "CONN"
     word = next(g for g in m.groups() if g).split()[0].upper()
-    return word if word in ("MAIL", "RCPT", "DATA") else ""
+    return STAGES.get(word, "")
 
 
 TRANSCRIPT_RE = re.compile(r"(?:^|(?<=\s))<<<\s+(?=[245]\d\d[ -])")
@@ -205,9 +219,15 @@ def classify(
         by_status = reason_from_status(status)
         if not reason and by_status not in ("", "undefined"):
             reason = by_status
+        if not reason and command in STAGE_REASONS:
+            reason = STAGE_REASONS[command]
         reason = reason or reason_from_text(text, weak=True)
         reason = reason or codes.reason_for_code(code if code is not None else find_code(text))
         reason = reason or by_status
+    if command == "MAIL" and reason in ("userunknown", "hostunknown", "filtered"):
+        # Refused at MAIL FROM: the unknown address or domain is the sender's (sisimai's
+        # "rejected"), whatever the wording says of "user" or "domain".
+        reason = "rejected"
     if status == "4.4.1" and action == "failed":
         reason = "expired"  # "no answer from host" in a final report: the retries ran out
     if code is None:
@@ -233,8 +253,10 @@ def classify(
         # A delay notice: still being retried after generic trouble at the far end; the
         # message is ageing in a queue (sisimai's "expired" for delay reports).
         reason = "expired"
-    if not reason:
-        reason = "undefined" if not permanent else "onhold"
+    if not reason or reason == "undefined":
+        # Nothing decides: "onhold" when there are words to hold on to (sisimai's choice),
+        # "undefined" when there are none.
+        reason = "onhold" if text.strip() else "undefined"
     if reason == "mailboxfull":  # 5.2.2 included: the mailbox may be emptied
         return Classification(BounceKind.SOFT, reason, status)
     if permanent and reason in codes.HARD_REASONS:

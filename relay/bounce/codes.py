@@ -16,6 +16,9 @@ from __future__ import annotations
 STATUS_RULES: dict[str, str] = {
     # Full codes whose meaning depends on the class.
     "4.2.1": "blocked",  # mailbox temporarily not accepting: a throttle, not the address
+    # Generic transient codes name no condition (sisimai leaves them unmapped too).
+    "4.3.0": "undefined",
+    "4.4.0": "undefined",
     "4.3.2": "notaccept",
     "5.3.2": "notaccept",  # system not accepting network messages
     "4.4.4": "networkerror",  # unable to route, for now
@@ -60,11 +63,10 @@ STATUS_RULES: dict[str, str] = {
     "4.5": "systemfull",  # mail system congestion
     "4.6": "networkerror",
     "4.7": "expired",
-    "5.0": "syntaxerror",
-    "5.1": "syntaxerror",
+    # X.5.0, X.5.1 and X.5.4 are left to the basic code: servers send them for refusals of
+    # every kind, not only for command syntax.
     "5.2": "syntaxerror",
     "5.3": "toomanyconn",
-    "5.4": "syntaxerror",
     "5.6": "syntaxerror",
     "6.0": "contenterror",
     "6.1": "contenterror",
@@ -83,6 +85,7 @@ STATUS_RULES: dict[str, str] = {
     "7.10": "securityerror",
     "7.11": "securityerror",
     "7.13": "suspend",  # user account disabled
+    "7.16": "mesgtoobig",  # message too big for the specified priority
     "7.17": "hasmoved",  # mailbox owner has changed
     "7.18": "hasmoved",  # domain owner has changed
     "7.20": "authfailure",  # no passing DKIM signature
@@ -115,6 +118,10 @@ CODE_RULES: dict[int, str] = {
     503: "syntaxerror",  # bad sequence of commands
     504: "syntaxerror",  # command parameter not implemented
     521: "notaccept",  # host does not accept mail (RFC 7504)
+    # Encryption needed or required (sisimai's STARTTLS reply codes; 538 is RFC 4954's).
+    523: "failedstarttls",
+    524: "failedstarttls",
+    538: "failedstarttls",
     556: "notaccept",  # domain does not accept mail (RFC 7504)
 }
 

@@ -38,8 +38,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "notcompliantrfc",
         (
-            r"rfc ?5322",
-            r"rfc ?2822",
+            r"\brfc ?(2822|5322)\b",  # the message format standard
             r"duplicate header",
             r"multiple addresses in from",
             r"not (rfc )?compliant",
@@ -55,7 +54,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "notaccept",
         (
-            r"indicated no smtp service",
+            r"no smtp service",  # an MX or SRV record says so (RFC 7505, RFC 6186)
             r"null mx",
             r"not accepting network messages",  # RFC 3463 X.3.2
             r"couldn't find a mail exchanger",  # qmail: no MX and no address
@@ -79,6 +78,8 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(message|mail|email|content) (is|was|appears to be|seems to be) (spam|junk)",
         ),
     ),
+    # A reputation verdict, even in a reply that goes on to speak of protecting users from spam.
+    ("badreputation", (r"\b(low|poor|bad|negative) reputation",)),
     ("filtered", (r"recipient preferences", r"domain filter", r"content filter")),
     # Lotus Notes/Domino: the address is not in the directory ("listed" would read as a DNSBL).
     (
@@ -92,6 +93,10 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "mesgtoobig",
         (
+            # "message size exceeds fixed maximum", "mail size limit exceeded", "data size too
+            # big" (RFC 3463 X.2.3 "message length exceeds administrative limit" is exceedlimit).
+            r"\b(message|mail|e-?mail|data|msg)\b[^.;:]{0,12}\bsize\b[^.;:]{0,25}"
+            r"\b(exceed|limit|maximum|too (large|big|long))",
             r"message (size )?(is )?too (large|big)",
             r"size (limit )?exceed",
             r"exceeds? (the )?(maximum|max\.?|message) (allowed )?size",
@@ -150,10 +155,11 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             r"(account|mailbox|user|address)( has been| is)? (disabled|suspended|"
             r"inactive|deactivated|locked|frozen|expired)",
-            r"suspended",
+            # Not Postfix's "delivery temporarily suspended": its queue defers a destination.
+            r"(?<!delivery temporarily )suspended",
             r"temporarily (disabled|unavailable)",
-            r"\b(temporar(il)?y|currently|is|been|was) (locked|frozen|disabled|deactivated|"
-            r"suspended)\b",
+            r"(?<!delivery )\b(temporar(il)?y|currently|is|been|was) (locked|frozen|disabled|"
+            r"deactivated|suspended)\b",
             r"mailbox disabled",  # RFC 3463 X.2.1
             r"not active",
             r"inactive (user|account|mailbox)",
@@ -189,13 +195,14 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "norelaying",
         (
-            r"relay(ing)? (access )?(denied|not permitted|prohibited|not allowed)",
-            r"not (permitted|allowed) to relay",
-            r"unable to relay",
-            r"relay not",
-            r"we do not relay",
-            r"no relaying",
-            r"cannot relay",
+            # Relaying refused, in any MTA's word order: "relay access denied", "relaying
+            # not permitted", "we do not relay", "unable to relay for", "not allowed to relay".
+            # Relaying refused, in any MTA's word order: "relay access denied", "relaying not
+            # permitted", "we do not relay", "unable to relay for", "not allowed to relay".
+            r"\brelay(ing)?\b[^.;:]{0,25}\b(denied|not|prohibited|refused|disallowed|"
+            r"forbidden)",
+            r"\b(not|cannot|can't|unable to|do not|don't|will not|won't|no)( be)?( (permitted|"
+            r"allowed|authori[sz]ed|configured))?( to)? relay",
             # Amazon SES: the sending identity is not verified, so it will not relay for it.
             r"email address is not verified",
         ),
@@ -205,7 +212,6 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             r"starttls",
             r"\btls (is )?required",
-            r"must issue a starttls",
             r"requires? (start)?tls\b",
             r"(support|offer|advertise)s? (start)?tls",
             r"\btls\b[^.;]{0,30}(required|not (supported|available|offered|advertised)|"
@@ -226,8 +232,8 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "toomanyconn",
         (
-            r"too many (concurrent |simultaneous )?connections",
-            r"connection (rate|limit)",
+            r"too many (concurrent |simultaneous |open )?(connections|sessions)",
+            r"\b(connection|session)s?\b[^.;:]{0,20}\b(rate|limit|exceeded)",
             r"too many sessions",
             r"too many recipients(?! (this|per|an?) (hour|minute|day))",  # RFC 3463 X.5.3
         ),
@@ -240,7 +246,6 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"user complaints",
             r"too many (messages|mails|emails)",
             r"throttl",
-            r"try again later",
             r"sending rate",
             r"too many recipients (this|per|an?) (hour|minute|day)",
             r"exceeded (the )?rate",
@@ -262,13 +267,9 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "blocked",
         (
             r"block(ed|ing| ?list)",
-            r"blacklist",
-            r"black list",
-            r"\bdnsbl",
-            r"\brbl\b",
-            r"spamhaus",
-            r"spamcop",
-            r"barracuda",
+            # A DNS block list, by name or by operator.
+            r"black ?list|\bdnsbl|\brbl\b|spamhaus|spamcop|barracuda|sorbs|uceprotect|"
+            r"abuseat|\bpsbl\b|mailspike|spamrats|ivmsip|cloudmark",
             r"(?<!not )listed (at|in|on|by)",
             r"client host( \S+)? rejected",
             r"access denied",
@@ -277,16 +278,13 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"ip address .*(rejected|not allowed)",
             r"not allowed to send",
             r"banned",
-            r"poor reputation",
         ),
     ),
     ("policyviolation", (r"polic(y|ies)", r"prohibited", r"violat")),
     (
         "notcompliantrfc",
         (
-            r"rfc ?5322",
-            r"rfc ?2822",
-            r"rfc ?822",
+            r"\brfc ?(822|2822|5322)\b(?! ?;)",  # not a DSN's address type, "rfc822; a@b"
             r"duplicate header",
             r"not (rfc )?compliant",
             r"multiple (from|to|subject|date)",
@@ -317,7 +315,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "notaccept",
         (
-            r"does not accept (any )?(e-?)?mail",
+            r"(does not|doesn't) accept (any )?(e-?)?mail",
             r"null mx",
             r"no mx",
             r"not accepting (any )?mail",
@@ -327,19 +325,19 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "hostunknown",
         (
-            r"host (or domain )?(name )?(not found|unknown)",
-            r"domain \S+ (does not exist|not found|unknown|is not valid)",
+            # An unknown, unresolvable or unroutable destination host or domain.
+            r"\b(unknown|invalid|non-?existent|unresolvable|unroute?able) (mail )?(host|domain)\b",
+            r"\bunroute?able\b",
+            r"\b(host|domain)( or domain)?( name)?( \S+)? (is |was )?(not found|unknown|"
+            r"does not exist|doesn't exist|could not be found|cannot be resolved|not valid)",
             r"non-?existent (host|domain)",
             r"no such host",
             r"unknown host",
-            r"domain (name )?(not found|does not exist|unknown)",
             r"no such domain",
             r"unrouteable mail domain",
             r"unrouteable address",  # Exim: no route to the domain
-            r"host \S+ not found",
             r"name or service not known",
             r"nxdomain",
-            r"host not found",
             r"unknown domain",
             r"domain (is )?invalid",
             r"illegal host/domain",
@@ -355,7 +353,7 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             r"name service error",
             r"unexpected name server reply",
-            r"network error",
+            r"\bnetwork\b[^.;:]{0,20}\b(error|unreachable|failure|problem)",
         ),
     ),
     (
@@ -397,6 +395,11 @@ TEXT_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "expired",
         (
+            # Failing, queued or retried for too long: "all hosts have been failing for a long
+            # time", "aborted after 5.0 hour(s)", "could not be delivered within 5 days".
+            r"\b(failing|failed|undeliver(able|ed)|not (been )?delivered|retr(y|ied|ying)|queued|"
+            r"pending|delayed|aborted|abandoned|in (the )?queue)\b[^.;:]{0,40}\b(for|after|over|"
+            r"within) (a long time|too long|(more than |at least )?[\d.]+ ?(hour|day))",
             r"(delivery|retry) time(out)? (expired|exceeded)",
             r"message expired",
             r"expired after",

@@ -227,8 +227,6 @@ def test_status_alone_by_class() -> None:
 
 
 def test_no_answer_from_host_in_a_final_report_is_expired() -> None:
-    from relay.bounce import classify
-
     assert classify("4.4.1", "Connection timed out", None, "failed", "").reason == "expired"
     assert classify("4.4.1", "Connection timed out", None, "delayed", "").reason == "networkerror"
 
@@ -310,6 +308,25 @@ GENERAL = [
     (550, None, "User bob (bob@example.net) not listed in Domino Directory", HARD, "userunknown"),
     # "too long" is expired only for a queue: a long line is the message's fault.
     (451, None, "This message has been in the queue too long", SOFT, "expired"),
+    # Wording classes: any MTA's word order for relaying, size, DNSBLs, hosts, expiry.
+    (550, None, "Relaying is not permitted for your address", SOFT, "norelaying"),
+    (554, None, "We will not relay mail for example.net", SOFT, "norelaying"),
+    (552, None, "Your message's size of 31 MB exceeds what we take", SOFT, "mesgtoobig"),
+    (554, None, "Connection from 192.0.2.9 rejected: see uceprotect.net", SOFT, "blocked"),
+    (550, None, "Host mx.example.invalid could not be found", HARD, "hostunknown"),
+    (550, None, "Unroutable mail domain example.invalid", HARD, "hostunknown"),
+    (421, None, "Too many open sessions from your address, come back later", SOFT, "toomanyconn"),
+    (554, None, "Message was undeliverable for more than 5 days", SOFT, "expired"),
+    (530, "5.7.0", "Must issue a STARTTLS command first", SOFT, "failedstarttls"),
+    (550, None, "Header lines break RFC 5322, fix them", SOFT, "notcompliantrfc"),
+    # Postfix's "delivery temporarily suspended" defers a destination, not an account.
+    (
+        451,
+        None,
+        "delivery temporarily suspended: connect to mx.example.net: network is unreachable",
+        SOFT,
+        "networkerror",
+    ),
     # A provider's documented code (GoDaddy IBnnn) beats the wording.
     (550, "5.7.1", "Please provide a valid From: address. IB501", SOFT, "notcompliantrfc"),
 ]
@@ -361,3 +378,50 @@ def test_a_final_report_on_an_unknown_address_is_hard_even_with_a_4xx_code() -> 
     # Still being retried, or a live reply: the far end may yet know the address.
     assert classify("4.1.1", text, None, "delayed", "RCPT").kind == BounceKind.SOFT
     assert classify("4.1.1", text, 450, "", "RCPT").kind == BounceKind.SOFT
+
+
+def test_the_stage_explains_a_refusal_the_words_do_not() -> None:
+    from relay.bounce.classify import find_command
+
+    # Refused at the greeting or at HELO: the client host is refused (sisimai's "blocked").
+    greeting = "host mx.example.net[192.0.2.7] refused to talk to me: 554 Go away"
+    assert find_command(greeting) == "CONN"
+    assert classify("5.0.0", greeting, None, "failed", "CONN").reason == "blocked"
+    helo = "SMTP error from remote mail server after EHLO box.example.org: 550 Nope"
+    assert find_command(helo) == "HELO"
+    assert classify("", helo, None, "failed", "HELO").reason == "blocked"
+    # At MAIL FROM: the sender is refused, even when the words speak of an unknown user.
+    mail = "host mx.example.net said: 550 Unknown user (in reply to MAIL FROM command)"
+    assert find_command(mail) == "MAIL"
+    assert classify("5.0.0", mail, None, "failed", "MAIL").reason == "rejected"
+    assert classify("5.0.0", "550 Not today", None, "failed", "MAIL").reason == "rejected"
+    # At RCPT the wording still decides; the stage alone says nothing more.
+    rcpt = "host mx.example.net said: 550 Request refused (in reply to RCPT TO command)"
+    assert classify("5.0.0", rcpt, None, "failed", "RCPT").reason == "rejected"
+
+
+
+def test_a_reputation_verdict_beats_a_passing_mention_of_spam() -> None:
+    text = (
+        "This message has been rate limited because of the very low reputation of the "
+        "sending domain. To protect our users from spam, mail is limited."
+    )
+    assert classify_reply(SmtpReply(421, text, "4.7.0")).reason == "badreputation"
+
+
+def test_encryption_reply_codes_when_nothing_else_speaks() -> None:
+    assert classify_reply(SmtpReply(538, "zzz")).reason == "failedstarttls"
+
+
+def test_generic_codes_leave_the_reason_to_the_words_or_to_onhold() -> None:
+    # X.5.0 and X.5.1 come with refusals of every kind; the basic code still tells a
+    # command syntax error.
+    assert classify_reply(SmtpReply(550, "zzz", "5.5.0")).reason == "onhold"
+    assert classify_reply(SmtpReply(501, "zzz", "5.5.1")).reason == "syntaxerror"
+    # A generic transient code in a final report: words but no condition is "onhold",
+    # no words at all "undefined".
+    assert classify("4.3.0", "451 Please come back", None, "failed", "").reason == "onhold"
+    assert classify("4.4.0", "", None, "failed", "").reason == "undefined"
+    # Still in the queue: the message is ageing.
+    assert classify("4.4.0", "451 Please come back", None, "delayed", "").reason == "expired"
+    assert classify_reply(SmtpReply(552, "zzz", "5.7.16")).reason == "mesgtoobig"
