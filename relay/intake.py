@@ -197,11 +197,15 @@ class Intake:
         db: Database,
         settings: Settings,
         collect_links: Callable[[bytes], list[str]] | None = None,
+        stored_plan: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self.db = db
         self.settings = settings
-        # The URLs rendering will track (relay.render.collect_links), stored once per message.
+        # The URLs rendering will track (relay.render.collect_links), stored once per message,
+        # and the rendering plan found on the way (relay.render.stored_plan), so that a
+        # delivery process elsewhere does not scan the message again.
         self.collect_links = collect_links
+        self.stored_plan = stored_plan
         self.committer = GroupCommitter(db)
 
     async def submit(
@@ -265,6 +269,7 @@ class Intake:
             "size": len(stored),
             "raw": stored,
             "raw_encoding": "identity",
+            "render_plan": None,
             "smtputf8": smtputf8,
             "options": options,
             "received_at": utcnow(),
@@ -278,6 +283,8 @@ class Intake:
             next_attempt_at=next_attempt_at,
             links=self._links(stored, options),
         )
+        if item.links and self.stored_plan is not None:
+            row["render_plan"] = self.stored_plan(stored)  # the plan cache has it now
         message_id = await self.committer.commit(item)
         logger.info(
             "message.accepted",

@@ -78,6 +78,7 @@ class DeliveryRenderer:
             inputs.links,
             opens,
             clicks,
+            inputs.plan,
         )
         if self.in_thread:
             rendered = await asyncio.to_thread(self.renderer.render, job)

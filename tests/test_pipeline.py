@@ -17,13 +17,13 @@ from sqlalchemy import select
 
 from relay import config as config_module
 from relay.intake import Intake, Settings
-from relay.render import _plan, collect_links
+from relay.render import _plan, collect_links, stored_plan
 from relay.render.tokens import TokenKind, load_keyring
 from relay.rendering import DeliveryRenderer
 from relay.scheduler import Scheduler
 from relay.store import stats, tenants
 from relay.store.db import Database
-from relay.store.tables import deliveries, links
+from relay.store.tables import deliveries, links, messages
 from relay.transport.pool import SmarthostPool
 from tests.peers import RecordingServer
 
@@ -59,6 +59,7 @@ async def test_accept_render_deliver(db: Database, tmp_path: Path) -> None:
             db,
             Settings("relay.test", "X-Campaign-ID"),
             collect_links=lambda raw: collect_links(raw, cfg),
+            stored_plan=lambda raw: stored_plan(raw, cfg),
         )
         try:
             accepted = await intake.submit(
@@ -81,6 +82,17 @@ async def test_accept_render_deliver(db: Database, tmp_path: Path) -> None:
                 ).all()
             )
         assert list(stored.values()) == ["https://shop.example/sale"]
+        async with db.read() as conn:
+            raw, plan = (
+                await conn.execute(
+                    select(messages.c.raw, messages.c.render_plan).where(
+                        messages.c.id == accepted.message_id
+                    )
+                )
+            ).one()
+        # The plan intake found is stored with the message: a delivery process without
+        # intake's plan cache restores it instead of scanning the message again.
+        assert _plan.load(raw, plan, cfg) == _plan.SHARED.get(raw, cfg)
 
         transport = SmarthostPool(cfg.delivery, "relay.test", rng=random.Random(1))
         scheduler = Scheduler(

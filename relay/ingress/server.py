@@ -21,7 +21,7 @@ from relay.ingress.auth import Authenticator, AuthThrottle
 from relay.ingress.handler import Shared, SubmissionSMTP
 from relay.ingress.tls import server_context
 from relay.intake import Intake, Settings
-from relay.render import collect_links
+from relay.render import collect_links, stored_plan
 from relay.render.tokens import load_keyring
 from relay.store.db import Database
 from relay.store.tenants import get_tenant
@@ -47,6 +47,7 @@ async def build_shared(config: Config, db: Database) -> Shared:
             db,
             Settings(smtp.hostname, smtp.campaign_header),
             collect_links=functools.partial(collect_links, config=config),
+            stored_plan=functools.partial(stored_plan, config=config),
         ),
         authenticator=Authenticator(db),
         throttle=AuthThrottle(

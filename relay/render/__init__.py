@@ -17,7 +17,7 @@ from relay.render import _mime, _plan
 from relay.render.dkim import DkimSigner, load_signer
 from relay.render.tokens import Keyring, TokenData, TokenKind, load_keyring
 
-__all__ = ["RenderJob", "Rendered", "Renderer", "collect_links", "tracking_flags"]
+__all__ = ["RenderJob", "Rendered", "Renderer", "collect_links", "stored_plan", "tracking_flags"]
 
 _CTE_LINE = re.compile(rb"(?im)^content-transfer-encoding:[^\r\n]*\r\n(?:[ \t][^\r\n]*\r\n)*")
 
@@ -32,6 +32,7 @@ class RenderJob:
     links: Mapping[str, int]  # tracked URL -> links.id (stored once per message at intake)
     track_opens: bool
     track_clicks: bool
+    plan: bytes | None = None  # messages.render_plan, when intake stored one
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class Renderer:
 
     def render(self, job: RenderJob) -> Rendered:
         """Synchronous CPU work; run it in a thread when DKIM signing is configured."""
-        plan = self._plans.get(job.raw, self._config)
+        plan = self._plans.get(job.raw, self._config, job.plan)
         raw = plan.raw
         patches = [(plan.header_end, plan.header_end, self._headers(plan, job))]
         if job.track_opens or job.track_clicks:
@@ -159,6 +160,12 @@ def collect_links(raw: bytes, config: Config) -> list[str]:
     existing tracking and unsubscribe links). Intake stores them in `links`; the plan stays
     in the process's plan cache, so rendering the message here does not scan it again."""
     return _plan.SHARED.get(raw, config).urls()
+
+
+def stored_plan(raw: bytes, config: Config) -> bytes:
+    """The message's plan as `messages.render_plan` keeps it (from the plan cache, so right
+    after `collect_links` this costs no second scan)."""
+    return _plan.dump(_plan.SHARED.get(raw, config), config)
 
 
 def tracking_flags(

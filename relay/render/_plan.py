@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -148,6 +149,53 @@ def _plan_part(raw: bytes, part: _mime.Part, want: Callable[[str], bool]) -> Par
     )  # fmt: skip
 
 
+PLAN_FORMAT = 1
+
+
+def dump(plan: MessagePlan, config: Config) -> bytes:
+    """The plan without the bytes it points into, for `messages.render_plan`: intake builds
+    the plan anyway (to store the message's links), so a delivery process that does not
+    share intake's plan cache restores it instead of parsing the message again."""
+    parts = [
+        [p.header_start, p.body_start, p.body_end, p.encoding, p.charset, p.pixel_at,
+         [[s.start, s.end, s.url] for s in p.links]]
+        for p in plan.parts
+    ]  # fmt: skip
+    doc = [PLAN_FORMAT, _stamp(config), plan.header_end, sorted(plan.present),
+           plan.from_domain, plan.digest, parts]  # fmt: skip
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def load(raw: bytes, stored: bytes, config: Config) -> MessagePlan | None:
+    """The plan `dump` wrote for these bytes; None when it was made for other bytes or
+    another tracking config, or cannot be read (the caller then builds it afresh)."""
+    try:
+        fmt, stamp, header_end, present, from_domain, digest, parts = json.loads(stored)
+        if fmt != PLAN_FORMAT or stamp != _stamp(config):
+            return None
+        raw = _mime.to_crlf(raw)
+        if digest != hashlib.sha256(raw).hexdigest()[:16]:
+            return None
+        planned = []
+        for header_start, body_start, body_end, encoding, charset, pixel_at, links in parts:
+            decoded = _mime.decode_body(raw[body_start:body_end], encoding)
+            if decoded is None:
+                return None
+            spans = tuple(ByteSpan(start, end, url) for start, end, url in links)
+            planned.append(
+                PartPlan(header_start, body_start, body_end, encoding, charset, decoded, spans,
+                         pixel_at)
+            )  # fmt: skip
+        return MessagePlan(raw, header_end, frozenset(present), from_domain, digest,
+                           tuple(planned))  # fmt: skip
+    except (ValueError, TypeError):
+        return None
+
+
+def _stamp(config: Config) -> str:
+    return hashlib.sha256(repr(_shaping(config)).encode()).hexdigest()[:16]
+
+
 def _raw_header(block: bytes, name: bytes) -> list[str]:
     """Unfolded values of a header field, as UTF-8 (RFC 6532 allows it raw in headers)."""
     values: list[str] = []
@@ -191,7 +239,8 @@ class PlanCache:
         self._lock = threading.Lock()
         self.hits = self.misses = 0
 
-    def get(self, raw: bytes, config: Config) -> MessagePlan:
+    def get(self, raw: bytes, config: Config, stored: bytes | None = None) -> MessagePlan:
+        """The message's plan: cached, else restored from `stored` (see `dump`), else built."""
         key = (raw, _shaping(config))
         with self._lock:
             plan = self._plans.get(key)
@@ -200,7 +249,7 @@ class PlanCache:
                 self.hits += 1
                 return plan
             self.misses += 1
-        plan = build(raw, config)
+        plan = (load(raw, stored, config) if stored else None) or build(raw, config)
         with self._lock:
             if key not in self._plans:
                 self._plans[key] = plan

@@ -300,6 +300,7 @@ async def load_messages(db: Database, message_ids: Iterable[int]) -> dict[int, S
                     messages.c.raw,
                     messages.c.raw_encoding,
                     messages.c.options,
+                    messages.c.render_plan,
                     tenants.c.settings.label("tenant_settings"),
                     campaigns.c.settings.label("campaign_settings"),
                 )
@@ -323,6 +324,7 @@ async def load_messages(db: Database, message_ids: Iterable[int]) -> dict[int, S
             dict(r.tenant_settings or {}),
             dict(r.campaign_settings or {}),
             dict(r.options or {}),
+            bytes(r.render_plan) if r.render_plan is not None else None,
         )
         found[r.id] = StoredMessage(
             zlib.decompress(raw) if r.raw_encoding == "zlib" else raw, inputs

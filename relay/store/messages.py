@@ -234,6 +234,7 @@ class RenderInputs:
     tenant_settings: dict[str, Any]
     campaign_settings: dict[str, Any]
     options: dict[str, Any]
+    plan: bytes | None = None  # messages.render_plan
 
 
 async def render_inputs(conn: AsyncConnection, message_id: int) -> RenderInputs:
@@ -241,6 +242,7 @@ async def render_inputs(conn: AsyncConnection, message_id: int) -> RenderInputs:
         await conn.execute(
             select(
                 messages.c.options,
+                messages.c.render_plan,
                 tenants.c.settings.label("tenant_settings"),
                 campaigns.c.settings.label("campaign_settings"),
             )
@@ -257,4 +259,5 @@ async def render_inputs(conn: AsyncConnection, message_id: int) -> RenderInputs:
         dict(row.tenant_settings or {}),
         dict(row.campaign_settings or {}),
         dict(row.options or {}),
+        bytes(row.render_plan) if row.render_plan is not None else None,
     )

@@ -75,7 +75,9 @@ async def _prune_bodies(
             if not ids:
                 return total
             await conn.execute(
-                update(messages).where(messages.c.id.in_(ids)).values(raw=None, pruned_at=utcnow())
+                update(messages)
+                .where(messages.c.id.in_(ids))
+                .values(raw=None, render_plan=None, pruned_at=utcnow())
             )
         total += len(ids)
         after_id = ids[-1]

@@ -121,6 +121,9 @@ messages = Table(
     # The original as accepted (control headers stripped); NULL once pruned.
     Column("raw", Blob),
     Column("raw_encoding", String(16), nullable=False, default="identity"),  # identity | zlib
+    # Where rendering splices links and the pixel (relay.render._plan.dump), kept by intake
+    # so that delivery does not parse the message again; NULL when intake made none.
+    Column("render_plan", Blob),
     Column("smtputf8", Boolean, nullable=False, default=False),
     # Per-message options from X-Relay-* headers (track, send_at, no_suppression …).
     Column("options", JSON, nullable=False, default=dict),

@@ -27,7 +27,7 @@ from relay import metrics
 from relay.config import Config
 from relay.errors import ConfigError, SchemaError, StoreUnavailable
 from relay.intake import Intake, Settings
-from relay.render import collect_links
+from relay.render import collect_links, stored_plan
 from relay.render.tokens import Keyring, load_keyring
 from relay.store.db import Database, check_schema, ping, utcnow
 from relay.web import tracking
@@ -109,6 +109,7 @@ def create_app(
             db,
             Settings(config.smtp.hostname, config.smtp.campaign_header),
             collect_links=functools.partial(collect_links, config=config),
+            stored_plan=functools.partial(stored_plan, config=config),
         ),
         clock=clock,
         links=Lru(http.link_cache_size),
