@@ -183,6 +183,7 @@ class Database:
         self._thread: ThreadPoolExecutor | None = None
         self._gate: WriteGate | None = None
         self._line: asyncio.Lock | None = None  # this Database's inline writers, in turn
+        self._line_holder: asyncio.Task[Any] | None = None
         if inline is not None or threaded is not None:
             self._gate = gate_for(engine.url.database or "")
 
@@ -263,7 +264,12 @@ class Database:
         assert self._inline is not None and self._gate is not None
         if self._line is None:
             self._line = asyncio.Lock()
+        task = asyncio.current_task()
+        if self._line.locked() and self._line_holder is task:
+            # It would wait for itself for ever (aiosqlite failed after busy_timeout).
+            raise RuntimeError("a write transaction opened inside another one on this Database")
         async with self._line, self._gate.held():
+            self._line_holder = task
             conn = await self._begin_inline(self._inline)
             try:
                 yield conn
@@ -274,6 +280,7 @@ class Database:
                 conn.commit()
             finally:
                 conn.close()
+                self._line_holder = None
 
     async def _begin_inline(self, engine: Engine) -> Connection:
         """BEGIN IMMEDIATE; if a writer outside relay holds the lock, try again after a

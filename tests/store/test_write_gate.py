@@ -208,3 +208,32 @@ async def test_an_exception_rolls_the_inline_transaction_back(tmp_path: Path) ->
         assert await db.run_write(lambda c: c.execute(text("SELECT count(*) FROM t")).scalar()) == 0
     finally:
         await db.dispose()
+
+
+async def test_a_write_opened_inside_another_fails_at_once_instead_of_waiting_for_itself(
+    tmp_path: Path,
+) -> None:
+    db = Database.from_config(DatabaseConfig(url=f"sqlite+aiosqlite:///{tmp_path / 'r.db'}"))
+    try:
+        async with db.write() as conn:
+            await conn.execute(text("CREATE TABLE t (n INTEGER PRIMARY KEY)"))
+        with pytest.raises(RuntimeError, match="inside another"):
+            async with db.write() as outer:
+                await outer.execute(text("INSERT INTO t (n) VALUES (1)"))
+                async with db.write() as inner:
+                    await inner.execute(text("INSERT INTO t (n) VALUES (2)"))
+
+        async def other_task() -> None:
+            async with db.write() as conn:
+                await conn.execute(text("INSERT INTO t (n) VALUES (3)"))
+
+        async with db.write() as conn:  # another task's write waits its turn: no error
+            waiting = asyncio.create_task(other_task())
+            await asyncio.sleep(0.05)
+            assert not waiting.done()
+            await conn.execute(text("INSERT INTO t (n) VALUES (4)"))
+        await asyncio.wait_for(waiting, 10)
+        async with db.read() as conn:
+            assert [n for (n,) in await conn.execute(text("SELECT n FROM t ORDER BY n"))] == [3, 4]
+    finally:
+        await db.dispose()
