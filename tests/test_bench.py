@@ -79,7 +79,10 @@ def test_tiny_run_delivers_every_message_and_stops_everything(tmp_path: Path) ->
     assert by_system["loopback"]["runs"][0]["cpu_s"] is None  # no MTA to account for
     if "postfix" in by_system:
         assert set(relay["vs_postfix"]) == {"accept", "e2e"}
-        assert by_system["postfix"]["runs"][0]["cpu_s_per_1000"] > 0
+        # Measured (not None), but not necessarily above zero: 50 messages cost Postfix a few
+        # clock ticks, and a process that exited and is not yet reaped takes its ticks out of
+        # the tree's sum until its parent reaps it (seen once in CI: 0.0).
+        assert by_system["postfix"]["runs"][0]["cpu_s_per_1000"] is not None
     assert "| relay sqlite |" in out.stdout and "| relay sqlite 2 proc |" in out.stdout
 
 
