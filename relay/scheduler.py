@@ -41,11 +41,11 @@ if TYPE_CHECKING:
 
 logger = log.get(__name__)
 
-POLL_S = 0.2
+POLL_S = 0.2  # how often an idle scheduler looks for due deliveries
 # Outcomes wait this long for company before they are written (unless half the window is
 # already done): fewer, larger write transactions. Measured with the split layout on SQLite,
 # 50 sessions: ~20% more messages/s end to end than writing each outcome as it comes.
-OUTCOME_LINGER_S = 0.03  # how often an idle scheduler looks for due deliveries
+OUTCOME_LINGER_S = 0.03
 
 
 class Transport(Protocol):
